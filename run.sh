@@ -37,11 +37,28 @@ setup() {
   fi
 }
 
+secret() {  # the key for pseudonymous ids: made once per run folder, kept out of every output
+  local key="${RUN_DIR}/secret.key"
+  if [ ! -s "${key}" ]; then
+    (umask 077; "${PY}" -c 'import secrets; print(secrets.token_hex(32))' > "${key}")
+    echo "made ${key} (the key for pseudonymous ids; keep it private)"
+  fi
+}
+
 pipeline() {
   mkdir -p "${RUN_DIR}"
+  secret
+  local key="${RUN_DIR}/secret.key"
   stage "synthetic cohort (${SUBJECTS} subjects, seed ${SEED}) -> ${RUN_DIR}/cohort" \
     "${PY}" -m data_prep.synthesize --out="${RUN_DIR}/cohort" --subjects="${SUBJECTS}" --seed="${SEED}"
+  stage "normal-spine eligibility -> ${RUN_DIR}/eligibility" \
+    "${PY}" -m data_prep.eligibility --input="${RUN_DIR}/cohort" --out="${RUN_DIR}/eligibility" \
+    --secret_file="${key}"
+  stage "eligibility against the synthetic truth -> ${RUN_DIR}/eligibility/truth_check.json" \
+    "${PY}" -m analysis.eligibility_truth --cohort="${RUN_DIR}/cohort" --eligibility="${RUN_DIR}/eligibility" \
+    --secret_file="${key}"
   echo "cohort: ${RUN_DIR}/cohort (reports.csv, dicom/, nifti/, masks/, ground_truth.json)"
+  echo "eligibility: ${RUN_DIR}/eligibility (eligibility.csv, clusters.csv, pictures, truth_check.json)"
 }
 
 case "${1:-all}" in

@@ -34,14 +34,6 @@ from data_prep.phantom import acquisition, anatomy, findings, identity, populati
 GENERATOR_VERSION = 1
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("out", None, "Cohort folder to write.")
-flags.DEFINE_integer("subjects", 600, "Number of people.")
-flags.DEFINE_integer("seed", 0, "Random seed; the same seed gives the same bytes.")
-flags.DEFINE_integer("workers", None, "Worker processes (default: all cores).")
-flags.DEFINE_float("nifti_share", 0.2, "Share of series written as NIfTI instead of DICOM.")
-flags.DEFINE_bool("overwrite", False, "Replace DIR if it holds a different cohort.")
-
-
 @dataclasses.dataclass(frozen=True)
 class CohortSpec:
     """Everything that determines a cohort's bytes."""
@@ -49,6 +41,7 @@ class CohortSpec:
     subjects: int
     seed: int
     nifti_share: float = 0.2
+    reports_only: bool = False  # reports.csv and truth only: for eligibility at paper scale, in seconds
     population: population.PopulationParams = population.PopulationParams()
     anatomy: anatomy.AnatomyParams = anatomy.AnatomyParams()
 
@@ -105,6 +98,17 @@ def draw_series(spec: CohortSpec, task: dict, root: Path) -> dict:
     who: writers.Identity = task["who"]
     spine = anatomy.draw_spine(person_seed(spec.seed, task["subject"]), task["bio_age"], task["sex"],
                                task["abnormal_kind"], spec.anatomy)
+    report = {"series_id": who.series_uid, "subject_id": who.patient_id, "age": task["age"],
+              "sex": task["sex"], "site": task["site"], **findings.report(spine)}
+    truth = {
+        "series_id": who.series_uid, "subject": task["subject"], "scan": task["scan"], "age": task["age"],
+        "bio_age": round(task["bio_age"], 3), "abnormal_kind": task["abnormal_kind"],
+        "degeneration": np.round(spine.degeneration, 4).tolist(),
+        "mean_disc_height_mm": round(float(spine.disc_height.mean()), 4),
+        "fracture": np.round(spine.fracture, 4).tolist(), "listhesis": np.round(spine.listhesis, 4).tolist(),
+    }
+    if spec.reports_only:
+        return {"report": report, "truth": {**truth, "file_format": None}}
     rng = np.random.default_rng([spec.seed, task["index"], 2])
     acq = acquisition.draw_acquisition(rng, task["site"], render.spine_length(spine), spec.nifti_share)
     image, labels = render.render(spine, acq, rng)
@@ -130,11 +134,7 @@ def draw_series(spec: CohortSpec, task: dict, root: Path) -> dict:
         paths, scan_path, mask_acq = [path], str(path.relative_to(root)), acq
     writers.atomic_write(root / "masks" / f"{series_id}.nii.gz", writers.nifti_bytes(labels, mask_acq))
 
-    report = {"series_id": series_id, "subject_id": who.patient_id, "age": task["age"], "sex": task["sex"],
-              "site": task["site"], **findings.report(spine)}
-    truth = {
-        "series_id": series_id, "subject": task["subject"], "scan": task["scan"], "age": task["age"],
-        "bio_age": round(task["bio_age"], 3), "abnormal_kind": task["abnormal_kind"],
+    truth.update({
         "file_format": acq.file_format, "path": scan_path, "n_files": len(paths),
         "transfer_syntax": acq.transfer_syntax if acq.file_format == "dicom" else None,
         "shape_kji": [acq.n_slices, acq.rows, acq.cols],
@@ -143,10 +143,7 @@ def draw_series(spec: CohortSpec, task: dict, root: Path) -> dict:
         "instance_order": list(acq.instance_order), "nifti_axes": list(acq.nifti_axes),
         "nifti_flips": list(acq.nifti_flips),
         "rescale": [acq.rescale_slope, acq.rescale_intercept],
-        "degeneration": np.round(spine.degeneration, 4).tolist(),
-        "mean_disc_height_mm": round(float(spine.disc_height.mean()), 4),
-        "fracture": np.round(spine.fracture, 4).tolist(), "listhesis": np.round(spine.listhesis, 4).tolist(),
-    }
+    })
     return {"report": report, "truth": truth}
 
 
@@ -156,7 +153,8 @@ def _worker(args: tuple[CohortSpec, dict, str]) -> dict:
     if done.exists():  # finished before an interruption
         return json.loads(done.read_text())
     result = draw_series(spec, task, Path(root))
-    writers.atomic_write(done, json.dumps(result).encode())
+    if not spec.reports_only:  # a reports-only run takes seconds: nothing worth resuming
+        writers.atomic_write(done, json.dumps(result).encode())
     return result
 
 
@@ -182,7 +180,7 @@ def synthesize(out: Path, spec: CohortSpec, workers: int | None = None, overwrit
 
     start = time.perf_counter()
     subjects, tasks = plan_series(spec)
-    workers = workers or os.cpu_count() or 1
+    workers = 1 if spec.reports_only else workers or os.cpu_count() or 1  # no images: not worth a pool
     jobs = [(spec, task, str(partial)) for task in tasks]
     bar = tqdm(total=len(jobs), desc="series", unit="series", disable=not progress, file=sys.stdout)
     if workers == 1:
@@ -227,18 +225,30 @@ def synthesize(out: Path, spec: CohortSpec, workers: int | None = None, overwrit
         "series": series_truth,
     }
     (partial / "ground_truth.json").write_text(json.dumps(truth, indent=1))
-    shutil.rmtree(partial / ".done")
+    shutil.rmtree(partial / ".done", ignore_errors=True)
     spec_file.unlink()
     os.replace(partial, out)
     return {"skipped": False, "out": str(out), "series": len(tasks), "seconds": elapsed,
             "subjects_per_minute": spec.subjects / elapsed * 60.0, "noise_floor": truth["noise_floor"]}
 
 
+def define_flags() -> None:
+    """Command-line flags, defined only when this module is the program (so others can import it)."""
+    flags.DEFINE_string("out", None, "Cohort folder to write.")
+    flags.DEFINE_integer("subjects", 600, "Number of people.")
+    flags.DEFINE_integer("seed", 0, "Random seed; the same seed gives the same bytes.")
+    flags.DEFINE_integer("workers", None, "Worker processes (default: all cores).")
+    flags.DEFINE_float("nifti_share", 0.2, "Share of series written as NIfTI instead of DICOM.")
+    flags.DEFINE_bool("overwrite", False, "Replace DIR if it holds a different cohort.")
+    flags.DEFINE_bool("reports_only", False, "Write reports.csv and ground_truth.json only (no images).")
+
+
 def main(argv: list[str]) -> None:
     del argv
     if not FLAGS.out:
         raise app.UsageError("--out=DIR is required")
-    spec = CohortSpec(subjects=FLAGS.subjects, seed=FLAGS.seed, nifti_share=FLAGS.nifti_share)
+    spec = CohortSpec(subjects=FLAGS.subjects, seed=FLAGS.seed, nifti_share=FLAGS.nifti_share,
+                      reports_only=FLAGS.reports_only)
     summary = synthesize(Path(FLAGS.out), spec, FLAGS.workers, FLAGS.overwrite)
     if summary["skipped"]:
         print(f"{FLAGS.out}: cohort already complete with these settings; nothing to do")
@@ -250,4 +260,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -142,20 +142,31 @@ def draw_spine(person_seed: int, bio_age: float, sex: str, abnormal_kind: str,
 
     # Non-age-related pathology, drawn from its own stream so normal anatomy stays the same.
     arng = np.random.default_rng([person_seed, 1])
-    if abnormal_kind == "multiple_fractures":
-        levels = arng.choice(np.arange(spine_labels.VERTEBRAE.index("T4"),
-                                       spine_labels.VERTEBRAE.index("L4") + 1),
-                             size=arng.integers(2, 5), replace=False)
+    # Each kind is a constellation of findings, as in real reports, not a single abnormal grade.
+    if abnormal_kind == "multiple_fractures":  # trauma or pathological: wedges, marrow oedema, broken plates
+        first = arng.integers(spine_labels.VERTEBRAE.index("T5"), spine_labels.VERTEBRAE.index("L2"))
+        levels = first + np.sort(arng.choice(4, size=arng.integers(2, 5), replace=False))
         fracture[levels] = arng.uniform(0.3, 0.55, len(levels))
-    elif abnormal_kind == "focal_stenosis":
+        for v in levels:  # the discs above (v - 1) and below (v) a fractured body
+            for disc in (v - 1, v):
+                if 0 <= disc < N_LEVELS:
+                    modic[disc] = max(modic[disc], arng.uniform(3.0, 6.0))
+                    irregular[disc] = max(irregular[disc], arng.uniform(1.9, 2.8))
+    elif abnormal_kind == "focal_stenosis":  # a large herniation narrowing the canal at one level
         level = spine_labels.DISC_LEVELS.index(
             arng.choice(["C4-C5", "C5-C6", "C6-C7", "L3-L4", "L4-L5"]))
         bulge_post[level] = arng.uniform(7.0, 10.0) * (0.8 if level < 6 else 1.0)
         flavum[level] += arng.uniform(2.0, 3.5)
-    elif abnormal_kind == "spondylolisthesis":
+        for neighbour in (level - 1, level + 1):
+            bulge_post[neighbour] = max(bulge_post[neighbour], arng.uniform(3.0, 4.5))
+    elif abnormal_kind == "spondylolisthesis":  # isthmic slip with a collapsed, degenerate disc
         level = spine_labels.DISC_LEVELS.index("L5-S1" if arng.random() < 0.7 else "L4-L5")
         listhesis[level] = arng.uniform(0.3, 0.6)
-        height_loss[level] = max(height_loss[level], arng.uniform(0.35, 0.55))
+        height_loss[level] = max(height_loss[level], arng.uniform(0.45, 0.6))
+        irregular[level] = max(irregular[level], arng.uniform(1.9, 2.6))
+        modic[level] = max(modic[level], arng.uniform(3.0, 5.0))
+        flavum[level] += arng.uniform(3.0, 5.0)
+        osteo[level] = max(osteo[level], arng.uniform(2.5, 4.5))
     elif abnormal_kind:
         raise ValueError(f"unknown abnormal kind {abnormal_kind!r}")
 

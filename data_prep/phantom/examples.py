@@ -20,7 +20,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("out", "docs/images", "Folder for the PNG.")
 AGES = (30.0, 55.0, 80.0)
 
 
@@ -47,10 +46,16 @@ def draw(out: Path, person_seed: int = 21, scan_seed: int = 4) -> Path:
     return path
 
 
+def define_flags() -> None:
+    """Command-line flags, defined only when this module is the program (so others can import it)."""
+    flags.DEFINE_string("out", "docs/images", "Folder for the PNG.")
+
+
 def main(argv: list[str]) -> None:
     del argv
     print(f"wrote {draw(Path(FLAGS.out))}")
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -1,0 +1,97 @@
+"""How well eligibility finds the planted non-age-related spines of a synthetic cohort, and how stable it is.
+
+    python -m analysis.eligibility_truth --cohort=COHORT_DIR --eligibility=DIR [--seeds=1,2] [--secret_file=P]
+
+Reads the cohort's hidden truth (synthetic cohorts only) and DIR/eligibility.csv, and writes
+DIR/truth_check.json:
+- precision and recall of the ineligible set for the planted abnormal spines, per kind too, next to
+  the base rate (what marking everyone ineligible would score);
+- stability: the same step with other seeds; Jaccard index of the eligible sets and adjusted Rand index
+  of the clusterings against the first run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+import pandas as pd
+from absl import app, flags
+from sklearn.metrics import adjusted_rand_score
+
+from data_prep import eligibility, normal_spines, pathology_features, pseudonym
+
+FLAGS = flags.FLAGS
+def detection(ineligible: np.ndarray, abnormal: np.ndarray, kinds: np.ndarray) -> dict:
+    """Precision/recall of `ineligible` [n] bool for `abnormal` [n] bool, with per-kind recall."""
+    hits = int((ineligible & abnormal).sum())
+    return {
+        "cases": int(len(abnormal)), "abnormal": int(abnormal.sum()), "ineligible": int(ineligible.sum()),
+        "base_rate": float(abnormal.mean()),
+        "precision": hits / max(int(ineligible.sum()), 1), "recall": hits / max(int(abnormal.sum()), 1),
+        "recall_by_kind": {str(k): float(ineligible[kinds == k].mean()) for k in sorted(set(kinds) - {""})},
+        "ineligible_share_of_normal": float(ineligible[~abnormal].mean()),
+    }
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def check(cohort: Path, result_dir: Path, secret: bytes, seeds: list[int]) -> dict:
+    truth = json.loads((cohort / "ground_truth.json").read_text())
+    kind_of = {pseudonym.series_key(s["series_id"], secret): s["abnormal_kind"] for s in truth["series"]}
+    table = pd.read_csv(result_dir / "eligibility.csv")
+    if set(table["series_key"]) != set(kind_of):
+        raise ValueError(f"{result_dir}/eligibility.csv and {cohort}/ground_truth.json list different series "
+                         "(another cohort, or another secret?)")
+    valid = table["cluster"].to_numpy() != eligibility.INVALID
+    kinds = table["series_key"].map(kind_of).to_numpy()
+    report = {"detection": detection(~table["eligible"].to_numpy()[valid], kinds[valid] != "", kinds[valid])}
+
+    summary = json.loads((result_dir / "summary.json").read_text())
+    config = ml_collections.ConfigDict(summary["config"])
+    reports = pd.read_csv(cohort / "reports.csv")
+    columns = pathology_features.feature_columns(reports)
+    usable = (pathology_features.invalid_rows(reports, columns) == "").to_numpy()
+    features = eligibility.features_for(reports.loc[usable, columns].astype(np.int8), config.features)
+    ages = reports.loc[usable, "age"].to_numpy(float)
+    first_eligible = table["eligible"].to_numpy()[valid]
+    first_cluster = table["cluster"].to_numpy()[valid]
+    runs = []
+    for seed in seeds:
+        config.seed = seed
+        other = normal_spines.find_normal_spines(features.to_numpy(np.float32), ages, config)
+        runs.append({"seed": seed, "jaccard_eligible": jaccard(first_eligible, other.eligible),
+                     "adjusted_rand": float(adjusted_rand_score(first_cluster, other.cluster)),
+                     "detection": detection(~other.eligible, kinds[valid] != "", kinds[valid])})
+    report["stability"] = runs
+    (result_dir / "truth_check.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+def define_flags() -> None:
+    """Command-line flags, defined only when this module is the program (so others can import it)."""
+    flags.DEFINE_string("cohort", None, "Synthetic cohort folder (with ground_truth.json).")
+    flags.DEFINE_string("eligibility", None, "Folder written by data_prep.eligibility.")
+    flags.DEFINE_list("seeds", ["1", "2"], "Further seeds for the stability check.")
+    flags.DEFINE_string("secret_file", None, "Secret used by data_prep.eligibility (else $SPINEJAX_SECRET).")
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    report = check(Path(FLAGS.cohort), Path(FLAGS.eligibility), pseudonym.load_secret(FLAGS.secret_file),
+                   [int(s) for s in FLAGS.seeds])
+    d = report["detection"]
+    print(f"planted abnormal spines: precision {d['precision']:.2f} (base rate {d['base_rate']:.2f}), "
+          f"recall {d['recall']:.2f}; normal spines marked ineligible: {d['ineligible_share_of_normal']:.1%}")
+    for run in report["stability"]:
+        print(f"seed {run['seed']}: Jaccard of eligible sets {run['jaccard_eligible']:.3f}, "
+              f"adjusted Rand {run['adjusted_rand']:.3f}")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

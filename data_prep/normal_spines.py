@@ -1,0 +1,174 @@
+"""Finds spines with only age-related degeneration: Canberra distance -> UMAP -> HDBSCAN -> 15% rule.
+
+The method, after Bazargani et al. (arXiv 2511.17485), with the choices the paper leaves open:
+- Features (data_prep.pathology_features): counts of levels per condition, region and severity.
+- Canberra distance, sum_i |x_i - y_i| / (|x_i| + |y_i|), with 0/0 terms counted as 0, so two spines
+  without findings are at distance 0 and each finding one spine has and the other lacks adds 1: the
+  distance counts disagreeing findings and weighs small counts as much as large ones.
+- Identical feature rows (many young spines have no findings at all) are embedded once and share their
+  point: UMAP then sees no zero-distance neighbour lists, and a large table embeds much faster.
+- UMAP (umap-learn, seeded, so single-threaded and repeatable) to `n_components` dimensions, then
+  HDBSCAN on the embedding of every case.
+- The threshold: age-related degeneration is common among people of the same age, while a pattern such as
+  multiple fractures is rare at every age. So a cluster is common when it holds at least 15% of the cases
+  of at least one age band. Read literally ("15% of the population"), a cluster of healthy 75-84 year olds
+  would be rare merely because few people are that old; 'everyone' is available for that reading.
+- Cases in common clusters are eligible. HDBSCAN noise is ineligible (noise_policy='ineligible', the
+  paper's rule), or joins the cluster most of its nearest clustered neighbours are in
+  (noise_policy='nearest').
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import hdbscan
+import ml_collections
+import numpy as np
+import pandas as pd
+import umap
+from sklearn.neighbors import NearestNeighbors
+
+NOISE = -1
+
+
+@dataclasses.dataclass
+class Eligibility:
+    """Per case (n): embedding [n, d] float32, cluster [n] int (-1 noise), membership [n] in [0, 1],
+    eligible [n] bool, reason [n] str; clusters: one row per cluster (see `cluster_table`)."""
+
+    embedding: np.ndarray
+    cluster: np.ndarray
+    membership: np.ndarray
+    eligible: np.ndarray
+    reason: np.ndarray
+    clusters: pd.DataFrame
+
+
+def canberra(x: np.ndarray, y: np.ndarray) -> float:
+    """Canberra distance of two feature vectors, 0/0 terms counted as 0 (reference for the tests)."""
+    numerator, denominator = np.abs(x - y), np.abs(x) + np.abs(y)
+    return float(np.sum(np.divide(numerator, denominator, out=np.zeros_like(numerator, dtype=float),
+                                  where=denominator > 0)))
+
+
+def embed(features: np.ndarray, config: ml_collections.ConfigDict) -> np.ndarray:
+    """UMAP embedding [n, n_components] float32 of `features` [n, f] under config.metric."""
+    unique, inverse = np.unique(features, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    n_neighbors = int(min(config.umap.n_neighbors, len(unique) - 1))
+    if n_neighbors < 2:
+        raise ValueError(f"only {len(unique)} distinct pathology profiles: too few to embed")
+    reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=config.umap.min_dist,
+                        n_components=config.umap.n_components, metric=config.metric,
+                        n_epochs=config.umap.n_epochs, random_state=config.seed, init="spectral")
+    points = reducer.fit_transform(unique.astype(np.float32))
+    return points[inverse].astype(np.float32)
+
+
+def cluster(embedding: np.ndarray, config: ml_collections.ConfigDict) -> tuple[np.ndarray, np.ndarray]:
+    """HDBSCAN labels [n] (-1 noise) and soft membership of the assigned cluster [n]."""
+    n = len(embedding)
+    size = max(int(round(config.hdbscan.min_cluster_fraction * n)), config.hdbscan.min_cluster_size_floor)
+    model = hdbscan.HDBSCAN(min_cluster_size=size, min_samples=min(config.hdbscan.min_samples, size),
+                            cluster_selection_method=config.hdbscan.cluster_selection_method)
+    labels = model.fit_predict(embedding.astype(np.float64))
+    membership = model.probabilities_.astype(np.float32)
+    noise = labels == NOISE
+    if config.noise_policy == "nearest" and noise.any() and (~noise).any():
+        # A noise case joins the cluster most of its k nearest clustered neighbours belong to.
+        k = int(min(config.noise_neighbours, (~noise).sum()))
+        index = NearestNeighbors(n_neighbors=k).fit(embedding[~noise])
+        _, neighbours = index.kneighbors(embedding[noise])
+        votes = labels[~noise][neighbours]
+        winner = np.array([np.bincount(v).argmax() for v in votes])
+        share = (votes == winner[:, None]).mean(axis=1)
+        labels = labels.copy()
+        labels[noise] = winner
+        membership[noise] = share
+    elif config.noise_policy != "ineligible":
+        raise ValueError(f"noise_policy must be 'ineligible' or 'nearest', not {config.noise_policy!r}")
+    return labels, membership
+
+
+def age_band_names(edges: tuple[int, ...]) -> list[str]:
+    return [f"{lo}-{hi - 1}" for lo, hi in zip(edges[:-1], edges[1:])]
+
+
+def cluster_table(labels: np.ndarray, ages: np.ndarray, config: ml_collections.ConfigDict) -> pd.DataFrame:
+    """One row per cluster (noise included as -1): size, share of everyone, the largest share it holds of
+    an age band and which band, age summary, and whether it is common under config's threshold."""
+    edges = tuple(config.age_bands)
+    names = age_band_names(edges)
+    band = np.digitize(ages, edges[1:-1])  # ages beyond the edges fall in the first or last band
+    band_sizes = np.bincount(band, minlength=len(names))
+    rows = []
+    for label in np.unique(labels):
+        members = labels == label
+        shares = np.bincount(band[members], minlength=len(names)) / np.maximum(band_sizes, 1)
+        share_all = members.mean()
+        if config.threshold_population == "age_band":
+            measure = shares.max()
+        elif config.threshold_population == "everyone":
+            measure = share_all
+        else:
+            raise ValueError(f"threshold_population must be 'age_band' or 'everyone', "
+                             f"not {config.threshold_population!r}")
+        rows.append({
+            "cluster": int(label), "size": int(members.sum()), "share_of_all": float(share_all),
+            "max_age_band_share": float(shares.max()), "age_band_of_max": names[int(shares.argmax())],
+            "age_mean": float(ages[members].mean()), "age_sd": float(ages[members].std()),
+            "age_min": float(ages[members].min()), "age_max": float(ages[members].max()),
+            "common": bool(label != NOISE and measure >= config.common_threshold),
+        })
+    return pd.DataFrame(rows)
+
+
+def _embed_and_cluster(features: np.ndarray, ages: np.ndarray, config: ml_collections.ConfigDict
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Embedding, labels and membership, over everyone or within each age band (config.stratify)."""
+    if not config.stratify_by_age_band:
+        embedding = embed(features, config)
+        return (embedding, *cluster(embedding, config))
+    band = np.digitize(ages, tuple(config.age_bands)[1:-1])
+    embedding = np.zeros((len(features), config.umap.n_components), np.float32)
+    labels = np.full(len(features), NOISE)
+    membership = np.zeros(len(features), np.float32)
+    offset = 0
+    for b in np.unique(band):
+        rows = band == b
+        points = embed(features[rows], config)
+        points[:, 0] += 1.2 * b * (np.ptp(points[:, 0]) + 1.0)  # side by side in pictures
+        embedding[rows] = points
+        band_labels, membership[rows] = cluster(points, config)
+        labels[rows] = np.where(band_labels >= 0, band_labels + offset, NOISE)
+        offset += max(band_labels.max() + 1, 0)
+    return embedding, labels, membership
+
+
+def find_normal_spines(features: np.ndarray, ages: np.ndarray, config: ml_collections.ConfigDict
+                       ) -> Eligibility:
+    """The whole method on `features` [n, f] (>= 0) and `ages` [n] years."""
+    if len(features) != len(ages):
+        raise ValueError(f"{len(features)} feature rows but {len(ages)} ages")
+    if (features < 0).any():
+        raise ValueError("pathology features must be >= 0 (Canberra distance assumes it)")
+    embedding, labels, membership = _embed_and_cluster(features, ages, config)
+    table = cluster_table(labels, ages, config)
+    common = set(table.loc[table["common"], "cluster"])
+    eligible = np.isin(labels, list(common))
+    by_cluster = table.set_index("cluster")
+    what = "an age band" if config.threshold_population == "age_band" else "everyone"
+    reasons = {}
+    for label, row in by_cluster.iterrows():
+        share = row["max_age_band_share"] if config.threshold_population == "age_band" else row["share_of_all"]
+        where = f" (age {row['age_band_of_max']})" if config.threshold_population == "age_band" else ""
+        if label == NOISE:
+            reasons[label] = "HDBSCAN noise: in no cluster"
+        elif row["common"]:
+            reasons[label] = f"common cluster: {share:.0%} of {what}{where}"
+        else:
+            reasons[label] = (f"rare cluster: at most {share:.1%} of {what}{where}, "
+                              f"below {config.common_threshold:.0%}")
+    reason = np.array([reasons[label] for label in labels])
+    return Eligibility(embedding, labels, membership, eligible, reason, table)

@@ -1,0 +1,99 @@
+"""Pathology features of a reports table: parsing `<condition>__<level>` grades and aggregating them.
+
+A reports table holds one severity grade (0 none, 1 mild, 2 moderate, 3 severe) per condition and level.
+Two views are used downstream:
+- raw: the grades as they are, [cases, condition x level];
+- region_severity: for each condition, spine region (cervical, thoracic, lumbar) and severity
+  (mild, moderate, severe), the number of levels of that region graded exactly that severity
+  [cases, 9 conditions x 3 regions x 3 severities = 81]. This is the paper's aggregation "by spine region
+  and severity": it keeps where and how bad, and forgets which exact level, which a radiologist reports
+  less reliably.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from data_prep import spine_labels
+
+SEVERITIES = ("mild", "moderate", "severe")
+SEPARATOR = "__"
+
+
+def feature_columns(table: pd.DataFrame) -> list[str]:
+    """The `<condition>__<level>` columns of a reports table, in table order; checks their levels."""
+    columns = [c for c in table.columns if SEPARATOR in c]
+    if not columns:
+        raise ValueError("the reports table has no pathology columns named <condition>__<level>")
+    for column in columns:
+        level = column.split(SEPARATOR, 1)[1]
+        spine_labels.region_of_level(level)  # raises on a level that is not C2..L5 / C2-C3..L5-S1
+    return columns
+
+
+def grades(table: pd.DataFrame) -> pd.DataFrame:
+    """The pathology grades as int8 [cases, features]; a blank or out-of-range grade is an error."""
+    columns = feature_columns(table)
+    values = table[columns]
+    bad = values.isna() | ~values.isin([0, 1, 2, 3])
+    if bad.any().any():
+        row, column = np.argwhere(bad.to_numpy())[0]
+        raise ValueError(f"reports row {row} ({table.iloc[row].get('series_id', '?')}), column "
+                         f"{columns[column]}: grade {values.iat[row, column]!r} is not one of 0, 1, 2, 3")
+    return values.astype(np.int8)
+
+
+def conditions(columns: list[str]) -> list[str]:
+    """Condition names in first-seen order."""
+    return list(dict.fromkeys(c.split(SEPARATOR, 1)[0] for c in columns))
+
+
+def region_severity(graded: pd.DataFrame) -> pd.DataFrame:
+    """Counts of levels per (condition, region, severity): [cases, conditions x 3 regions x 3 severities]."""
+    out = {}
+    for condition in conditions(list(graded.columns)):
+        for region in spine_labels.REGIONS:
+            cols = [c for c in graded.columns if c.split(SEPARATOR)[0] == condition
+                    and spine_labels.region_of_level(c.split(SEPARATOR)[1]) == region]
+            block = graded[cols].to_numpy() if cols else np.zeros((len(graded), 0), np.int8)
+            for grade, severity in enumerate(SEVERITIES, start=1):
+                out[f"{condition}{SEPARATOR}{region}{SEPARATOR}{severity}"] = (block == grade).sum(axis=1)
+    return pd.DataFrame(out, index=graded.index).astype(np.float32)
+
+
+def any_level(graded: pd.DataFrame, min_grade: int = 1, region: str | None = None) -> pd.DataFrame:
+    """Per condition: 1 where any level (of `region`, if given) has a grade >= min_grade, else 0."""
+    out = {}
+    for condition in conditions(list(graded.columns)):
+        cols = [c for c in graded.columns if c.split(SEPARATOR)[0] == condition
+                and (region is None or spine_labels.region_of_level(c.split(SEPARATOR)[1]) == region)]
+        if cols:
+            out[condition] = (graded[cols].to_numpy() >= min_grade).any(axis=1).astype(np.int8)
+    return pd.DataFrame(out, index=graded.index)
+
+
+def invalid_rows(table: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """Why each row cannot be used ('' when it can): blank or out-of-range grades, missing age."""
+    values = table[columns]
+    bad = values.isna() | ~values.isin([0, 1, 2, 3])
+    reasons = pd.Series("", index=table.index, dtype=object)
+    for row in np.flatnonzero(bad.any(axis=1).to_numpy()):
+        first = columns[int(np.argmax(bad.iloc[row].to_numpy()))]
+        reasons.iloc[row] = (f"{int(bad.iloc[row].sum())} pathology grade(s) blank or not 0-3 "
+                             f"(first: {first}={values.iat[row, columns.index(first)]})")
+    age = pd.to_numeric(table["age"], errors="coerce") if "age" in table else pd.Series(np.nan, table.index)
+    no_age = age.isna() & (reasons == "")
+    reasons[no_age] = "age missing or not a number"
+    return reasons
+
+
+def region_max(graded: pd.DataFrame) -> pd.DataFrame:
+    """Worst grade per (condition, region): [cases, conditions x 3 regions], values 0-3."""
+    out = {}
+    for condition in conditions(list(graded.columns)):
+        for region in spine_labels.REGIONS:
+            cols = [c for c in graded.columns if c.split(SEPARATOR)[0] == condition
+                    and spine_labels.region_of_level(c.split(SEPARATOR)[1]) == region]
+            out[f"{condition}{SEPARATOR}{region}"] = graded[cols].max(axis=1) if cols else 0
+    return pd.DataFrame(out, index=graded.index).astype(np.float32)

@@ -1,0 +1,144 @@
+"""Normal-spine eligibility: features, Canberra distance, the threshold rule, outputs and the truth."""
+
+from __future__ import annotations
+
+import json
+
+import ml_collections
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.spatial import distance
+from umap import distances as umap_distances
+
+from analysis import eligibility_truth
+from configs import eligibility as eligibility_config
+from data_prep import eligibility, normal_spines, pathology_features, pseudonym, synthesize
+
+SECRET = b"test-secret-0123456789abcdef"
+
+
+def test_canberra_counts_zero_over_zero_as_zero():
+    zero, one_mild, two = np.zeros(5), np.array([1.0, 0, 0, 0, 0]), np.array([2.0, 0, 0, 1, 0])
+    assert normal_spines.canberra(zero, zero) == 0.0  # two spines without findings are identical
+    assert normal_spines.canberra(zero, one_mild) == 1.0  # one finding the other lacks adds 1
+    assert normal_spines.canberra(one_mild, two) == pytest.approx(1 / 3 + 1)
+    rng = np.random.default_rng(0)
+    rows = np.vstack([zero, one_mild, two, rng.integers(0, 3, (5, 5))]).astype(np.float32)
+    for a in rows:
+        for b in rows:  # the library UMAP runs agrees with ours and with scipy's
+            ours = normal_spines.canberra(a, b)
+            assert umap_distances.canberra(a, b) == pytest.approx(ours, abs=1e-5)
+            assert distance.canberra(a, b) == pytest.approx(ours, abs=1e-5)
+
+
+def test_region_severity_counts_levels():
+    table = pd.DataFrame([{"disc_bulge__L4-L5": 2, "disc_bulge__L5-S1": 2, "disc_bulge__C5-C6": 1,
+                           "fracture__T12": 3, "fracture__L1": 0}])
+    features = pathology_features.region_severity(pathology_features.grades(table)).iloc[0]
+    assert features["disc_bulge__lumbar__moderate"] == 2
+    assert features["disc_bulge__cervical__mild"] == 1
+    assert features["fracture__thoracic__severe"] == 1
+    assert features["fracture__lumbar__mild"] == 0
+    assert len(features) == 2 * 3 * 3
+    with pytest.raises(ValueError, match="not one of 0, 1, 2, 3"):
+        pathology_features.grades(pd.DataFrame([{"disc_bulge__L4-L5": 4}]))
+    with pytest.raises(ValueError, match="unknown level"):
+        pathology_features.feature_columns(pd.DataFrame([{"disc_bulge__L6-S1": 1}]))
+
+
+def _config(**overrides) -> ml_collections.ConfigDict:
+    config = eligibility_config.get_config()
+    config.update_from_flattened_dict(overrides)
+    return config
+
+
+def test_threshold_by_age_band_keeps_common_patterns_of_the_old():
+    # 100 young in cluster 0; 12 old in cluster 1 (under 15% of everyone, but all of their age band);
+    # 5 young in cluster 2 (rare at every age); 5 young noise.
+    ages = np.array([30.0] * 100 + [80.0] * 12 + [30.0] * 10)
+    labels = np.array([0] * 100 + [1] * 12 + [2] * 5 + [-1] * 5)
+    by_band = normal_spines.cluster_table(labels, ages, _config()).set_index("cluster")
+    assert by_band.loc[0, "common"] and by_band.loc[1, "common"]
+    assert not by_band.loc[2, "common"] and not by_band.loc[-1, "common"]
+    assert by_band.loc[1, "max_age_band_share"] == 1.0 and by_band.loc[1, "age_band_of_max"] == "75-84"
+    everyone = normal_spines.cluster_table(labels, ages, _config(threshold_population="everyone"))
+    assert not everyone.set_index("cluster").loc[1, "common"]  # 12 / 122 of everyone
+    assert everyone.set_index("cluster").loc[0, "common"] and not everyone.set_index("cluster").loc[2, "common"]
+
+
+@pytest.fixture(scope="module")
+def paper_like(tmp_path_factory):
+    """A reports-only cohort large enough for clusters of each planted kind, and its eligibility."""
+    root = tmp_path_factory.mktemp("eligibility")
+    spec = synthesize.CohortSpec(subjects=3000, seed=1, reports_only=True)
+    synthesize.synthesize(root / "cohort", spec, progress=False)
+    summary = eligibility.run(root / "cohort", root / "out", eligibility_config.get_config(), SECRET)
+    return root, summary
+
+
+def test_outputs_add_up_use_keys_and_never_the_secret(paper_like):
+    root, summary = paper_like
+    out = root / "out"
+    reports = pd.read_csv(root / "cohort" / "reports.csv")
+    table = pd.read_csv(out / "eligibility.csv")
+    counts = summary["counts"]
+    assert len(table) == len(reports) == counts["rows"]
+    assert counts["eligible"] + counts["ineligible_valid"] + counts["invalid"] == counts["rows"]
+    assert table["eligible"].sum() == counts["eligible"]
+    assert list(table["series_key"]) == [pseudonym.series_key(s, SECRET) for s in reports["series_id"]]
+    assert table["subject_key"].nunique() == reports["subject_id"].nunique()
+    for name in ("embedding_clusters.png", "embedding_age.png", "prevalence_heatmap.png", "clusters.csv",
+                 "embedding.csv", "summary.json"):
+        assert (out / name).stat().st_size > 0
+    clusters = pd.read_csv(out / "clusters.csv")
+    assert clusters["size"].sum() == counts["rows"] - counts["invalid"]
+    assert {"prevalence_disc_bulge", "prevalence_fracture"} <= set(clusters.columns)
+    for path in out.iterdir():  # no identifier and no secret in any output
+        data = path.read_bytes()
+        assert SECRET not in data
+        assert reports["subject_id"].iloc[0].encode() not in data
+        assert reports["series_id"].iloc[0].encode() not in data
+
+
+def test_planted_abnormal_spines_are_found_and_runs_are_stable(paper_like):
+    root, _ = paper_like
+    report = eligibility_truth.check(root / "cohort", root / "out", SECRET, seeds=[1])
+    found = report["detection"]
+    # Floors a broken method cannot reach: marking everyone eligible has recall 0; marking no one
+    # eligible has precision equal to the base rate and drops every normal spine.
+    assert found["recall"] >= 0.1, found
+    assert found["precision"] >= 1.3 * found["base_rate"], found
+    assert found["ineligible_share_of_normal"] <= 0.3, found
+    assert report["stability"][0]["jaccard_eligible"] >= 0.8, report["stability"]
+    assert json.loads((root / "out" / "truth_check.json").read_text()) == report
+
+
+def test_same_seed_same_result_and_invalid_rows_are_kept_with_their_reason(paper_like, tmp_path):
+    root, _ = paper_like
+    reports = pd.read_csv(root / "cohort" / "reports.csv")
+    broken = reports.copy()
+    broken.loc[3, "disc_bulge__L4-L5"] = 7
+    broken.loc[5, "age"] = np.nan
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    broken.to_csv(cohort / "reports.csv", index=False)
+    summary = eligibility.run(cohort, tmp_path / "out", eligibility_config.get_config(), SECRET)
+    table = pd.read_csv(tmp_path / "out" / "eligibility.csv")
+    assert summary["counts"]["invalid"] == 2 and len(table) == len(reports)
+    assert "disc_bulge__L4-L5=7" in table.loc[3, "reason"] and not table.loc[3, "eligible"]
+    assert "age missing" in table.loc[5, "reason"] and table.loc[5, "cluster"] == eligibility.INVALID
+    again = eligibility.run(cohort, tmp_path / "out", eligibility_config.get_config(), SECRET)
+    assert again["skipped"]
+    rerun = eligibility.run(cohort, tmp_path / "out2", eligibility_config.get_config(), SECRET)
+    assert (tmp_path / "out" / "eligibility.csv").read_bytes() == (tmp_path / "out2" / "eligibility.csv").read_bytes()
+    assert not rerun["skipped"]
+
+
+def test_secret_is_required(monkeypatch):
+    monkeypatch.delenv(pseudonym.SECRET_ENV, raising=False)
+    with pytest.raises(ValueError, match="no secret"):
+        pseudonym.load_secret(None)
+    monkeypatch.setenv(pseudonym.SECRET_ENV, "short")
+    with pytest.raises(ValueError, match="shorter than 16"):
+        pseudonym.load_secret(None)
