@@ -21,6 +21,7 @@ The method, after Bazargani et al. (arXiv 2511.17485), with the choices the pape
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import hdbscan
 import ml_collections
@@ -62,7 +63,9 @@ def embed(features: np.ndarray, config: ml_collections.ConfigDict) -> np.ndarray
     reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=config.umap.min_dist,
                         n_components=config.umap.n_components, metric=config.metric,
                         n_epochs=config.umap.n_epochs, random_state=config.seed, init="spectral")
-    points = reducer.fit_transform(unique.astype(np.float32))
+    with warnings.catch_warnings():  # a seed makes UMAP single-threaded, which it says each time
+        warnings.filterwarnings("ignore", message="n_jobs value .* overridden")
+        points = reducer.fit_transform(unique.astype(np.float32))
     return points[inverse].astype(np.float32)
 
 

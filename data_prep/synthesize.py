@@ -182,7 +182,8 @@ def synthesize(out: Path, spec: CohortSpec, workers: int | None = None, overwrit
     subjects, tasks = plan_series(spec)
     workers = 1 if spec.reports_only else workers or os.cpu_count() or 1  # no images: not worth a pool
     jobs = [(spec, task, str(partial)) for task in tasks]
-    bar = tqdm(total=len(jobs), desc="series", unit="series", disable=not progress, file=sys.stdout)
+    bar = tqdm(total=len(jobs), desc="series", unit="series", disable=not progress, file=sys.stdout,
+               mininterval=0.5 if sys.stdout.isatty() else 15.0)  # a log file gets a line every 15 s
     if workers == 1:
         results = []
         for job in jobs:
