@@ -49,14 +49,18 @@ def conditions(columns: list[str]) -> list[str]:
     return list(dict.fromkeys(c.split(SEPARATOR, 1)[0] for c in columns))
 
 
+def columns_of(columns: list[str], condition: str, region: str | None = None) -> list[str]:
+    """The columns of `condition`, at levels of `region` (all levels when None)."""
+    return [c for c in columns if c.split(SEPARATOR)[0] == condition
+            and (region is None or spine_labels.region_of_level(c.split(SEPARATOR)[1]) == region)]
+
+
 def region_severity(graded: pd.DataFrame) -> pd.DataFrame:
     """Counts of levels per (condition, region, severity): [cases, conditions x 3 regions x 3 severities]."""
     out = {}
     for condition in conditions(list(graded.columns)):
         for region in spine_labels.REGIONS:
-            cols = [c for c in graded.columns if c.split(SEPARATOR)[0] == condition
-                    and spine_labels.region_of_level(c.split(SEPARATOR)[1]) == region]
-            block = graded[cols].to_numpy() if cols else np.zeros((len(graded), 0), np.int8)
+            block = graded[columns_of(list(graded.columns), condition, region)].to_numpy()
             for grade, severity in enumerate(SEVERITIES, start=1):
                 out[f"{condition}{SEPARATOR}{region}{SEPARATOR}{severity}"] = (block == grade).sum(axis=1)
     return pd.DataFrame(out, index=graded.index).astype(np.float32)
@@ -66,8 +70,7 @@ def any_level(graded: pd.DataFrame, min_grade: int = 1, region: str | None = Non
     """Per condition: 1 where any level (of `region`, if given) has a grade >= min_grade, else 0."""
     out = {}
     for condition in conditions(list(graded.columns)):
-        cols = [c for c in graded.columns if c.split(SEPARATOR)[0] == condition
-                and (region is None or spine_labels.region_of_level(c.split(SEPARATOR)[1]) == region)]
+        cols = columns_of(list(graded.columns), condition, region)
         if cols:
             out[condition] = (graded[cols].to_numpy() >= min_grade).any(axis=1).astype(np.int8)
     return pd.DataFrame(out, index=graded.index)
@@ -87,13 +90,3 @@ def invalid_rows(table: pd.DataFrame, columns: list[str]) -> pd.Series:
     reasons[no_age] = "age missing or not a number"
     return reasons
 
-
-def region_max(graded: pd.DataFrame) -> pd.DataFrame:
-    """Worst grade per (condition, region): [cases, conditions x 3 regions], values 0-3."""
-    out = {}
-    for condition in conditions(list(graded.columns)):
-        for region in spine_labels.REGIONS:
-            cols = [c for c in graded.columns if c.split(SEPARATOR)[0] == condition
-                    and spine_labels.region_of_level(c.split(SEPARATOR)[1]) == region]
-            out[f"{condition}{SEPARATOR}{region}"] = graded[cols].max(axis=1) if cols else 0
-    return pd.DataFrame(out, index=graded.index).astype(np.float32)

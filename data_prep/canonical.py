@@ -1,0 +1,67 @@
+"""The canonical frame: one array layout and one meaning of each axis for every scan.
+
+Every scan, from DICOM or NIfTI, in any orientation or slice order, becomes
+
+    data[slice, row, column]  float32, scanner units (RescaleSlope/Intercept or scl_slope/inter applied)
+      axis 0: patient left  -> right   (sagittal slices)
+      axis 1: superior      -> inferior
+      axis 2: anterior      -> posterior
+
+with `spacing` (mm along each axis) and `affine_lps`, the 4x4 map from (axis 0, axis 1, axis 2) indices to
+DICOM patient coordinates (LPS, mm). Axes are permuted and flipped to the nearest of these directions,
+never resampled: an angled slab keeps its angle in `affine_lps`, and `obliquity_deg` says how far each axis
+is from its anatomical direction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import nibabel as nib
+import numpy as np
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+# The canonical axes as nibabel orientation rows (RAS world axis, direction):
+# axis 0 towards R (+x in RAS), axis 1 towards I (-z), axis 2 towards P (-y).
+CANONICAL_ORNT = np.array([[0, 1], [2, -1], [1, -1]], dtype=float)
+AXES = ("left->right", "superior->inferior", "anterior->posterior")
+
+
+@dataclasses.dataclass(frozen=True)
+class Volume:
+    """A scan in some layout: data [a0, a1, a2] and affine_lps mapping (a0, a1, a2) to LPS mm."""
+
+    data: np.ndarray
+    affine_lps: np.ndarray
+
+    @property
+    def spacing(self) -> np.ndarray:
+        """mm between neighbouring voxels along each array axis."""
+        return np.linalg.norm(self.affine_lps[:3, :3], axis=0)
+
+    def obliquity_deg(self) -> np.ndarray:
+        """Angle (degrees) between each array axis and the world axis nearest to it."""
+        directions = self.affine_lps[:3, :3] / self.spacing
+        return np.degrees(np.arccos(np.clip(np.abs(directions).max(axis=0), 0.0, 1.0)))
+
+
+def to_canonical(volume: Volume) -> Volume:
+    """`volume` permuted and flipped into the canonical frame (module docstring). Exact: no resampling."""
+    ornt = nib.orientations.io_orientation(LPS_TO_RAS @ volume.affine_lps)
+    transform = nib.orientations.ornt_transform(ornt, CANONICAL_ORNT)
+    data = nib.orientations.apply_orientation(volume.data, transform)
+    # affine of the new layout: old affine composed with the map from new indices to old ones
+    new_to_old = nib.orientations.inv_ornt_aff(transform, volume.data.shape)
+    affine = volume.affine_lps @ new_to_old
+    return Volume(np.ascontiguousarray(data, dtype=np.float32), affine)
+
+
+def load_nifti(path, is_label: bool = False) -> Volume:
+    """A NIfTI file as a Volume (scaling applied for images; labels kept as integers)."""
+    image = nib.load(str(path))
+    if len(image.shape) != 3:
+        raise ValueError(f"{path}: expected a 3D image, found shape {image.shape}")
+    data = np.asarray(image.dataobj) if is_label else image.get_fdata(dtype=np.float32)
+    if not is_label and not np.isfinite(data).all():
+        raise ValueError(f"{path}: {int((~np.isfinite(data)).sum())} voxels are NaN or infinite")
+    return Volume(data, np.linalg.inv(LPS_TO_RAS) @ image.affine)
