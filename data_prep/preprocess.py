@@ -1,0 +1,131 @@
+"""From a scan and its label map in the canonical frame to one fixed-size, masked, normalised region crop.
+
+The preprocessing plan (nnU-Net's idea: decided once, saved with the records, reused unchanged at
+evaluation) fixes the target spacing, the grid of each region, the mask dilation and the intensity
+clipping. Its hash travels in every record so stale records are refused.
+
+Steps, per region (whole spine, cervical, thoracic, lumbar):
+1. Crop the canonical scan around the region's vertebrae and discs (with a margin), so resampling
+   touches only what is kept.
+2. Resample to the plan's spacing: linear for the image, nearest for labels (no invented labels).
+3. Mask: every spine structure (vertebrae, discs, canal, cord), dilated by `mask_dilation_mm` as the
+   paper did after nnU-Net; everything else is zeroed.
+4. Centre the region's bounding box in the plan's grid, cropping or zero-padding.
+5. Intensity: clip to robust percentiles within the mask, then z-score within the mask.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+import numpy as np
+from scipy import ndimage
+
+from data_prep import spine_labels
+from data_prep.canonical import Volume
+
+REGIONS = ("whole", "cervical", "thoracic", "lumbar")
+_SPINE_STRUCTURES = tuple(sorted(set(spine_labels.LABELS.values())))
+
+
+def region_labels(region: str) -> tuple[int, ...]:
+    """Vertebra and disc labels whose extent defines the crop of `region`."""
+    if region == "whole":
+        return tuple(v for v in _SPINE_STRUCTURES if v not in (spine_labels.CORD, spine_labels.CANAL))
+    return spine_labels.labels_of_region(region)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Preprocessing plan. Axes are the canonical ones: slices L->R, rows S->I, columns A->P."""
+
+    spacing_mm: tuple[float, float, float] = (4.0, 4.0, 4.0)
+    grids: tuple[tuple[str, tuple[int, int, int]], ...] = (
+        ("whole", (16, 176, 48)), ("cervical", (16, 48, 32)), ("thoracic", (16, 96, 48)),
+        ("lumbar", (16, 64, 48)))
+    mask_dilation_mm: float = 4.0
+    clip_percentiles: tuple[float, float] = (0.5, 99.5)
+    crop_margin_mm: float = 12.0
+
+    def grid(self, region: str) -> tuple[int, int, int]:
+        return dict(self.grids)[region]
+
+    def to_json(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def fingerprint(self) -> str:
+        """16 hex characters that change whenever anything in the plan changes."""
+        text = json.dumps(self.to_json(), sort_keys=True).encode()
+        return hashlib.sha256(text).hexdigest()[:16]
+
+
+class RegionError(ValueError):
+    """The label map lacks what a region needs; the message says what."""
+
+
+def _bounding_box(present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    index = np.argwhere(present)
+    return index.min(axis=0), index.max(axis=0) + 1
+
+
+def preprocess_region(scan: Volume, labels: Volume, plan: Plan, region: str) -> dict[str, np.ndarray]:
+    """One region crop.
+
+    scan: canonical Volume, data [s, r, c] float32 scanner units. labels: canonical Volume on the same
+    grid, TotalSpineSeg labels. Returns {'volume': [grid] float16 z-scored in the mask, 'mask': [grid]
+    uint8, 'spacing_mm': [3] float32}. Raises RegionError when the region's labels are absent.
+    """
+    if scan.data.shape != labels.data.shape:
+        raise RegionError(f"mask shape {labels.data.shape} differs from scan shape {scan.data.shape}")
+    wanted = region_labels(region)
+    present = np.isin(labels.data, wanted)
+    if not present.any():
+        raise RegionError(f"no {region} vertebra or disc labels in the mask")
+    spacing = scan.spacing
+    target = np.asarray(plan.spacing_mm, float)
+    grid = np.asarray(plan.grid(region))
+
+    # 1. Crop (in source voxels) what the grid can hold around the region, plus a margin.
+    low, high = _bounding_box(present)
+    centre = (low + high) / 2.0
+    half = (grid * target / spacing) / 2.0 + plan.crop_margin_mm / spacing
+    start = np.maximum(np.floor(centre - half).astype(int), 0)
+    stop = np.minimum(np.ceil(centre + half).astype(int), scan.data.shape)
+    box = tuple(slice(a, b) for a, b in zip(start, stop))
+    image, label = scan.data[box], labels.data[box]
+
+    # 2. Resample to the plan's spacing.
+    zoom = spacing / target
+    image = ndimage.zoom(image, zoom, order=1, mode="nearest", grid_mode=True)
+    label = ndimage.zoom(label, zoom, order=0, mode="nearest", grid_mode=True)
+
+    # 3. Spine mask, dilated by mask_dilation_mm (distance in mm, so anisotropy is respected).
+    spine = np.isin(label, _SPINE_STRUCTURES)
+    if plan.mask_dilation_mm > 0:
+        spine = ndimage.distance_transform_edt(~spine, sampling=target) <= plan.mask_dilation_mm
+
+    # 4. Centre the region's box in the grid.
+    in_region = np.isin(label, wanted)
+    if not in_region.any():
+        raise RegionError(f"{region} labels vanished when resampling to {plan.spacing_mm} mm")
+    low, high = _bounding_box(in_region)
+    offset = np.round((low + high) / 2.0 - grid / 2.0).astype(int)
+    out_image = np.zeros(grid, np.float32)
+    out_mask = np.zeros(grid, bool)
+    src = tuple(slice(max(o, 0), min(o + g, n)) for o, g, n in zip(offset, grid, image.shape))
+    dst = tuple(slice(s.start - o, s.stop - o) for s, o in zip(src, offset))
+    out_image[dst], out_mask[dst] = image[src], spine[src]
+
+    # 5. Robust z-score inside the mask.
+    inside = out_image[out_mask]
+    if inside.size < 10:
+        raise RegionError(f"only {inside.size} voxels inside the {region} spine mask")
+    lo, hi = np.percentile(inside, plan.clip_percentiles)
+    clipped = np.clip(inside, lo, hi)
+    scale = clipped.std()
+    out_image[:] = 0.0
+    out_image[out_mask] = (clipped - clipped.mean()) / (scale if scale > 0 else 1.0)
+    return {"volume": out_image.astype(np.float16), "mask": out_mask.astype(np.uint8),
+            "spacing_mm": target.astype(np.float32)}
