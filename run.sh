@@ -51,6 +51,9 @@ pipeline() {
   local key="${RUN_DIR}/secret.key"
   stage "synthetic cohort (${SUBJECTS} subjects, seed ${SEED}) -> ${RUN_DIR}/cohort" \
     "${PY}" -m data_prep.synthesize --out="${RUN_DIR}/cohort" --subjects="${SUBJECTS}" --seed="${SEED}"
+  stage "records (preprocess, de-identify, shard) -> ${RUN_DIR}/records" \
+    "${PY}" -m data_prep.build_records --input="${RUN_DIR}/cohort" --out="${RUN_DIR}/records" \
+    --secret_file="${key}"
   stage "normal-spine eligibility -> ${RUN_DIR}/eligibility" \
     "${PY}" -m data_prep.eligibility --input="${RUN_DIR}/cohort" --out="${RUN_DIR}/eligibility" \
     --secret_file="${key}"
@@ -58,6 +61,7 @@ pipeline() {
     "${PY}" -m analysis.eligibility_truth --cohort="${RUN_DIR}/cohort" --eligibility="${RUN_DIR}/eligibility" \
     --secret_file="${key}"
   echo "cohort: ${RUN_DIR}/cohort (reports.csv, dicom/, nifti/, masks/, ground_truth.json)"
+  echo "records: ${RUN_DIR}/records (<region>/<split>-*.array_record, index.csv, failures.csv, manifest.json, qc_*.png)"
   echo "eligibility: ${RUN_DIR}/eligibility (eligibility.csv, clusters.csv, pictures, truth_check.json)"
 }
 

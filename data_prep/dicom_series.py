@@ -26,7 +26,12 @@ ORIENTATION_DECIMALS = 4
 
 
 class SeriesError(ValueError):
-    """A series that cannot become a volume; the message says why."""
+    """A series that cannot become a volume. str() names the series and files; `reason` alone holds no
+    identifier (no UID, no path), so it may go into de-identified outputs."""
+
+    def __init__(self, where: str, reason: str):
+        super().__init__(f"{where}: {reason}")
+        self.reason = reason
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +93,7 @@ def load_series(series: SeriesFiles) -> Volume:
         try:
             datasets.append(pydicom.dcmread(path))
         except Exception as error:  # noqa: BLE001 - any unreadable file fails its series
-            raise SeriesError(f"{name}: {path.name} cannot be read ({type(error).__name__}: {error})") from error
+            raise SeriesError(f"{name}, {path.name}", f"a file cannot be read ({type(error).__name__})") from error
     # Geometry from the full-precision header (the grouping key is rounded).
     orientation = np.array(datasets[0].ImageOrientationPatient, float)
     row_dir, col_dir = orientation[:3], orientation[3:]
@@ -99,14 +104,14 @@ def load_series(series: SeriesFiles) -> Volume:
     if len(datasets) > 1:
         gaps = np.diff(position)
         if (gaps < 1e-3).any():
-            raise SeriesError(f"{name}: {int((gaps < 1e-3).sum())} duplicated slice position(s)")
+            raise SeriesError(name, f"{int((gaps < 1e-3).sum())} duplicated slice position(s)")
         spacing = float(np.median(gaps))
         if (gaps > 1.5 * spacing).any():
             missing = int(np.round(gaps[gaps > 1.5 * spacing] / spacing - 1).sum())
-            raise SeriesError(f"{name}: about {missing} missing slice(s) (gap of {gaps.max():.2f} mm "
-                              f"against {spacing:.2f} mm spacing)")
+            raise SeriesError(name, f"about {missing} missing slice(s) (gap of {gaps.max():.2f} mm "
+                                    f"against {spacing:.2f} mm spacing)")
         if (np.abs(gaps - spacing) > SPACING_TOLERANCE * spacing).any():
-            raise SeriesError(f"{name}: uneven slice spacing ({gaps.min():.2f} to {gaps.max():.2f} mm)")
+            raise SeriesError(name, f"uneven slice spacing ({gaps.min():.2f} to {gaps.max():.2f} mm)")
     else:
         spacing = float(datasets[0].get("SpacingBetweenSlices", datasets[0].get("SliceThickness", 1.0)))
     slices = []
@@ -114,13 +119,13 @@ def load_series(series: SeriesFiles) -> Volume:
         try:
             pixels = d.pixel_array.astype(np.float32)
         except Exception as error:  # noqa: BLE001 - decoder errors come in many types
-            raise SeriesError(f"{name}: pixel data cannot be decoded "
-                              f"({d.file_meta.TransferSyntaxUID.name}: {error})") from error
+            raise SeriesError(name, f"pixel data cannot be decoded ({d.file_meta.TransferSyntaxUID.name}: "
+                                    f"{type(error).__name__})") from error
         slope, intercept = float(d.get("RescaleSlope", 1.0)), float(d.get("RescaleIntercept", 0.0))
         slices.append(pixels * slope + intercept)
     data = np.stack(slices)
     if not np.isfinite(data).all():
-        raise SeriesError(f"{name}: pixel data holds NaN or infinite values")
+        raise SeriesError(name, "pixel data holds NaN or infinite values")
     row_spacing, col_spacing = (float(v) for v in datasets[0].PixelSpacing)
     affine = np.eye(4)
     affine[:3, 0] = normal * spacing

@@ -1,0 +1,170 @@
+"""build_records: every input ends as records or a failure, nothing identifying leaks, output is repeatable."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grain
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pydicom
+import pydicom.data
+import pytest
+
+from configs import records as records_config
+from data_prep import build_records, pseudonym, splits, synthesize
+from spinejax import records
+from tests import dicom_reference as ref
+
+SECRET = b"records-test-secret-0123456789"
+
+
+def _config(**overrides):
+    config = records_config.get_config()
+    config.update_from_flattened_dict({"workers": 2, **overrides})
+    return config
+
+
+@pytest.fixture(scope="module")
+def built(cohort, truth, tmp_path_factory):
+    """The session cohort plus broken inputs, built once."""
+    root = tmp_path_factory.mktemp("records")
+    messy = root / "cohort"
+    shutil.copytree(cohort, messy)
+    series = ref.series_files(messy / "dicom")
+    junk = messy / "dicom" / "junk"
+    junk.mkdir()
+    (junk / "empty").write_bytes(b"")
+    (junk / "readme.txt").write_text("exported by PACS")
+    shutil.copy(pydicom.data.get_testdata_file("MR_truncated.dcm"), junk / "MR_truncated.dcm")
+    dicom_ids = [s["series_id"] for s in truth["series"] if s["file_format"] == "dicom"]
+    nifti_ids = [s["series_id"] for s in truth["series"] if s["file_format"] == "nifti"]
+    broken = {"missing slice": dicom_ids[0], "NaN": nifti_ids[0], "mask grid": nifti_ids[1]}
+    sorted(series[broken["missing slice"]])[5].unlink()
+    scan = nib.load(messy / "nifti" / f"{broken['NaN']}.nii.gz")
+    data = scan.get_fdata()
+    data[1, 1, 1] = np.nan
+    nib.save(nib.Nifti1Image(data.astype(np.float32), scan.affine), messy / "nifti" / f"{broken['NaN']}.nii.gz")
+    mask = nib.load(messy / "masks" / f"{broken['mask grid']}.nii.gz")
+    nib.save(nib.Nifti1Image(np.asarray(mask.dataobj)[:-3], mask.affine),
+             messy / "masks" / f"{broken['mask grid']}.nii.gz")
+    manifest = build_records.build(messy, root / "records", _config(), SECRET, progress=False)
+    return root, manifest, broken
+
+
+def test_every_input_ends_as_records_or_a_failure_with_its_reason(built, truth):
+    root, manifest, broken = built
+    out = root / "records"
+    counts = manifest["counts"]
+    n_series = len(truth["series"])
+    assert counts["inputs"] == n_series + 3  # the cohort's series, 2 junk files, 1 truncated MR
+    assert counts["processed"] + counts["failed"] == counts["inputs"]
+    assert counts["processed"] == n_series - 3 and counts["failed"] == 6
+    failures = pd.read_csv(out / "failures.csv", keep_default_na=False)
+    reasons = " | ".join(failures["reason"])
+    for expected in ("not a readable DICOM file", "no row for this series in reports.csv", "missing slice",
+                     "NaN or infinite", "does not match the scan"):
+        assert expected in reasons, expected
+    index = pd.read_csv(out / "index.csv")
+    assert len(index) == counts["records"] == 4 * counts["processed"] - counts["region_failures"]
+    assert set(index["region"]) == {"whole", "cervical", "thoracic", "lumbar"}
+
+
+def test_records_decode_through_grain_and_carry_plan_and_truthful_fields(built, truth):
+    root, manifest, _ = built
+    out = root / "records"
+    index = pd.read_csv(out / "index.csv")
+    ages = {pseudonym.series_key(s["series_id"], SECRET): s["age"] for s in truth["series"]}
+    for (region, shard), rows in index.groupby(["region", "shard"]):
+        source = grain.sources.ArrayRecordDataSource([str(out / shard)])
+        assert len(source) == len(rows)
+        for row in rows.itertuples():
+            fields = records.decode(source[row.position], expected_plan_hash=manifest["plan_hash"])
+            assert fields["series_key"] == row.series_key and fields["region"] == region
+            assert fields["age"] == pytest.approx(ages[row.series_key])
+            assert list(fields["volume"].shape) == manifest["shapes"][region]
+            inside = fields["volume"][fields["mask"] > 0].astype(np.float32)
+            assert abs(inside.mean()) < 0.05 and abs(inside.std() - 1) < 0.05
+            assert (fields["volume"][fields["mask"] == 0] == 0).all()
+    first = grain.sources.ArrayRecordDataSource([str(out / index["shard"].iloc[0])])[0]
+    with pytest.raises(ValueError, match="rebuild the records"):
+        records.decode(first, expected_plan_hash="another-plan")
+
+
+def test_splits_are_by_subject_and_stable(built):
+    root, _, _ = built
+    index = pd.read_csv(root / "records" / "index.csv")
+    assert (index.groupby("subject_key")["split"].nunique() == 1).all()
+    for row in index.head(20).itertuples():
+        assert row.split == splits.split_of(row.subject_key)
+    # Stable when subjects are added: a key's split never depends on anyone else.
+    keys = [f"{n:024x}" for n in range(4000)]
+    shares = pd.Series([splits.split_of(k) for k in keys]).value_counts(normalize=True)
+    assert abs(shares["train"] - 0.8) < 0.03 and abs(shares["test"] - 0.1) < 0.02
+
+
+def test_nothing_identifying_and_no_secret_in_any_output(built, cohort):
+    root, _, _ = built
+    needles = {SECRET}
+    for paths in ref.series_files(cohort / "dicom").values():
+        header = pydicom.dcmread(paths[0], stop_before_pixels=True)
+        needles |= {str(header.PatientName).encode(), str(header.PatientName).split("^")[0].encode(),
+                    header.PatientID.encode(), header.PatientBirthDate.encode(), header.AccessionNumber.encode(),
+                    header.StudyInstanceUID.encode(), header.SeriesInstanceUID.encode(),
+                    header.SOPInstanceUID.encode()}
+    for path in (cohort / "nifti").iterdir():
+        needles.add(path.name.split(".nii")[0].encode())  # NIfTI series ids are original UIDs
+    files = [p for p in (root / "records").rglob("*") if p.is_file()]
+    assert len(files) > 10
+    for path in files:
+        data = path.read_bytes()
+        for needle in needles:
+            assert needle not in data, (path.name, needle)
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "manifest.json"}
+
+
+@pytest.fixture(scope="module")
+def small_cohort(tmp_path_factory):
+    out = tmp_path_factory.mktemp("small") / "cohort"
+    synthesize.synthesize(out, synthesize.CohortSpec(subjects=6, seed=4, nifti_share=0.3), workers=2,
+                          progress=False)
+    return out
+
+
+def test_same_bytes_whatever_the_workers_and_after_a_kill(small_cohort, tmp_path, monkeypatch):
+    one = build_records.build(small_cohort, tmp_path / "one", _config(workers=1), SECRET, progress=False)
+    two = build_records.build(small_cohort, tmp_path / "two", _config(workers=2), SECRET, progress=False)
+    assert one["counts"] == two["counts"] and one["counts"]["failed"] == 0
+    assert _digest(tmp_path / "one") == _digest(tmp_path / "two")
+    assert build_records.build(small_cohort, tmp_path / "one", _config(workers=1), SECRET,
+                               progress=False)["skipped"]
+
+    monkeypatch.setenv(pseudonym.SECRET_ENV, SECRET.decode())
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "data_prep.build_records", f"--input={small_cohort}", f"--out={out}",
+               "--config.workers=1"]
+    process = subprocess.Popen(command, cwd=Path(__file__).parents[1], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    cache = out.with_name("killed.partial") / ".cache"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(cache.glob("*.npz"))) < 2 and process.poll() is None:
+        time.sleep(0.05)
+    assert process.poll() is None, "finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (out / "manifest.json").exists()
+    subprocess.run(command, cwd=Path(__file__).parents[1], check=True, capture_output=True)
+    assert _digest(out) == _digest(tmp_path / "one")
+    assert json.loads((out / "manifest.json").read_text())["counts"] == one["counts"]
