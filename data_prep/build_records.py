@@ -114,9 +114,13 @@ def process_input(item: dict, cohort: Path, report: dict | None, plan: preproces
     series_key = pseudonym.series_key(item["series_id"], secret)
     split = splits.split_of(subject_key, tuple(config.split_fractions))
     out = {"records": [], "failures": []}
+    try:
+        resampled = preprocess.resample(scan, labels, plan)
+    except preprocess.RegionError as error:
+        return failed(str(error))
     for region in config.regions:
         try:
-            arrays = preprocess.preprocess_region(scan, labels, plan, region)
+            arrays = preprocess.cut_region(*resampled, plan, region)
         except preprocess.RegionError as error:
             out["failures"].append({"region": region, "reason": str(error)})
             continue

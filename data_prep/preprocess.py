@@ -4,13 +4,14 @@ The preprocessing plan (nnU-Net's idea: decided once, saved with the records, re
 evaluation) fixes the target spacing, the grid of each region, the mask dilation and the intensity
 clipping. Its hash travels in every record so stale records are refused.
 
-Steps, per region (whole spine, cervical, thoracic, lumbar):
-1. Crop the canonical scan around the region's vertebrae and discs (with a margin), so resampling
-   touches only what is kept.
+Steps, once per series (`resample`):
+1. Crop the canonical scan to the spine plus what any region's grid can reach, so resampling touches
+   only what can be kept.
 2. Resample to the plan's spacing: linear for the image, nearest for labels (no invented labels).
 3. Mask: every spine structure (vertebrae, discs, canal, cord), dilated by `mask_dilation_mm` as the
    paper did after nnU-Net; everything else is zeroed.
-4. Centre the region's bounding box in the plan's grid, cropping or zero-padding.
+Then per region, whole spine, cervical, thoracic, lumbar (`cut_region`):
+4. Centre the region's bounding box (its vertebrae and discs) in the plan's grid, cropping or padding.
 5. Intensity: clip to robust percentiles within the mask, then z-score within the mask.
 """
 
@@ -70,55 +71,47 @@ def _bounding_box(present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return index.min(axis=0), index.max(axis=0) + 1
 
 
-def preprocess_region(scan: Volume, labels: Volume, plan: Plan, region: str) -> dict[str, np.ndarray]:
-    """One region crop.
-
-    scan: canonical Volume, data [s, r, c] float32 scanner units. labels: canonical Volume on the same
-    grid, TotalSpineSeg labels. Returns {'volume': [grid] float16 z-scored in the mask, 'mask': [grid]
-    uint8, 'spacing_mm': [3] float32}. Raises RegionError when the region's labels are absent.
-    """
+def resample(scan: Volume, labels: Volume, plan: Plan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scan and labels (canonical, same grid) resampled to the plan's spacing, cropped to the spine plus
+    a margin, with the dilated spine mask: (image float32, labels, mask bool), all [s, r, c]."""
     if scan.data.shape != labels.data.shape:
         raise RegionError(f"mask shape {labels.data.shape} differs from scan shape {scan.data.shape}")
-    wanted = region_labels(region)
-    present = np.isin(labels.data, wanted)
-    if not present.any():
-        raise RegionError(f"no {region} vertebra or disc labels in the mask")
-    spacing = scan.spacing
-    target = np.asarray(plan.spacing_mm, float)
-    grid = np.asarray(plan.grid(region))
-
-    # 1. Crop (in source voxels) what the grid can hold around the region, plus a margin.
-    low, high = _bounding_box(present)
-    centre = (low + high) / 2.0
-    half = (grid * target / spacing) / 2.0 + plan.crop_margin_mm / spacing
-    start = np.maximum(np.floor(centre - half).astype(int), 0)
-    stop = np.minimum(np.ceil(centre + half).astype(int), scan.data.shape)
+    spine = np.isin(labels.data, _SPINE_STRUCTURES)
+    if not spine.any():
+        raise RegionError("the mask holds no spine labels")
+    spacing, target = scan.spacing, np.asarray(plan.spacing_mm, float)
+    # Crop to what any region's grid can reach around the spine, so resampling skips the rest.
+    reach = max(np.max(g) for _, g in plan.grids) * target.max() / 2.0 + plan.crop_margin_mm
+    low, high = _bounding_box(spine)
+    start = np.maximum(np.floor(low - reach / spacing).astype(int), 0)
+    stop = np.minimum(np.ceil(high + reach / spacing).astype(int), scan.data.shape)
     box = tuple(slice(a, b) for a, b in zip(start, stop))
-    image, label = scan.data[box], labels.data[box]
-
-    # 2. Resample to the plan's spacing.
     zoom = spacing / target
-    image = ndimage.zoom(image, zoom, order=1, mode="nearest", grid_mode=True)
-    label = ndimage.zoom(label, zoom, order=0, mode="nearest", grid_mode=True)
+    image = ndimage.zoom(scan.data[box], zoom, order=1, mode="nearest", grid_mode=True)
+    label = ndimage.zoom(labels.data[box], zoom, order=0, mode="nearest", grid_mode=True)
+    mask = np.isin(label, _SPINE_STRUCTURES)
+    if plan.mask_dilation_mm > 0:  # a distance in mm, so anisotropic spacing is respected
+        mask = ndimage.distance_transform_edt(~mask, sampling=target) <= plan.mask_dilation_mm
+    return image.astype(np.float32), label, mask
 
-    # 3. Spine mask, dilated by mask_dilation_mm (distance in mm, so anisotropy is respected).
-    spine = np.isin(label, _SPINE_STRUCTURES)
-    if plan.mask_dilation_mm > 0:
-        spine = ndimage.distance_transform_edt(~spine, sampling=target) <= plan.mask_dilation_mm
 
-    # 4. Centre the region's box in the grid.
-    in_region = np.isin(label, wanted)
+def cut_region(image: np.ndarray, label: np.ndarray, mask: np.ndarray, plan: Plan, region: str
+               ) -> dict[str, np.ndarray]:
+    """The region's bounding box centred in its grid, cropped or zero-padded, then z-scored in the mask.
+
+    Returns {'volume': [grid] float16, 'mask': [grid] uint8, 'spacing_mm': [3] float32}.
+    """
+    grid = np.asarray(plan.grid(region))
+    in_region = np.isin(label, region_labels(region))
     if not in_region.any():
-        raise RegionError(f"{region} labels vanished when resampling to {plan.spacing_mm} mm")
+        raise RegionError(f"no {region} vertebra or disc labels in the mask")
     low, high = _bounding_box(in_region)
     offset = np.round((low + high) / 2.0 - grid / 2.0).astype(int)
     out_image = np.zeros(grid, np.float32)
     out_mask = np.zeros(grid, bool)
     src = tuple(slice(max(o, 0), min(o + g, n)) for o, g, n in zip(offset, grid, image.shape))
     dst = tuple(slice(s.start - o, s.stop - o) for s, o in zip(src, offset))
-    out_image[dst], out_mask[dst] = image[src], spine[src]
-
-    # 5. Robust z-score inside the mask.
+    out_image[dst], out_mask[dst] = image[src], mask[src]
     inside = out_image[out_mask]
     if inside.size < 10:
         raise RegionError(f"only {inside.size} voxels inside the {region} spine mask")
@@ -128,4 +121,9 @@ def preprocess_region(scan: Volume, labels: Volume, plan: Plan, region: str) -> 
     out_image[:] = 0.0
     out_image[out_mask] = (clipped - clipped.mean()) / (scale if scale > 0 else 1.0)
     return {"volume": out_image.astype(np.float16), "mask": out_mask.astype(np.uint8),
-            "spacing_mm": target.astype(np.float32)}
+            "spacing_mm": np.asarray(plan.spacing_mm, np.float32)}
+
+
+def preprocess_region(scan: Volume, labels: Volume, plan: Plan, region: str) -> dict[str, np.ndarray]:
+    """One region crop from a canonical scan and label map (see `resample` and `cut_region`)."""
+    return cut_region(*resample(scan, labels, plan), plan, region)
