@@ -113,7 +113,7 @@ def process_input(item: dict, cohort: Path, report: dict | None, plan: preproces
     subject_key = pseudonym.subject_key(report["subject_id"], secret)
     series_key = pseudonym.series_key(item["series_id"], secret)
     split = splits.split_of(subject_key, tuple(config.split_fractions))
-    out = {"records": [], "failures": []}
+    out = {"records": [], "failures": [], "native_spacing_mm": [float(v) for v in scan.spacing]}
     try:
         resampled = preprocess.resample(scan, labels, plan)
     except preprocess.RegionError as error:
@@ -129,6 +129,7 @@ def process_input(item: dict, cohort: Path, report: dict | None, plan: preproces
                   "age": float(report["age"]), "sex": str(report.get("sex", "") or ""),
                   "site": str(report.get("site", "") or "")}
         out["records"].append({"region": region, "split": split, "series_key": series_key,
+                               "extent_mm": preprocess.region_extent_mm(resampled[1], plan, region),
                                "bytes": records.encode(fields)})
     return out
 
@@ -145,7 +146,7 @@ def _worker(args) -> int:
     result = process_input(item, Path(cohort), report, plan, config, secret)
     blobs = {f"r{n}": np.frombuffer(r["bytes"], np.uint8) for n, r in enumerate(result["records"])}
     meta = json.dumps({"records": [{k: v for k, v in r.items() if k != "bytes"} for r in result["records"]],
-                       "failures": result["failures"]})
+                       "failures": result["failures"], "native_spacing_mm": result.get("native_spacing_mm")})
     tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
     np.savez(tmp, meta=np.frombuffer(meta.encode(), np.uint8), **blobs)  # arrays only: no pickle
     os.replace(tmp, path)
@@ -163,7 +164,9 @@ def build(cohort: Path, out: Path, config: ml_collections.ConfigDict, secret: by
     inputs, file_failures = list_inputs(cohort)
     fingerprint = hashlib.sha256(json.dumps(
         [(i["where"], i["series_id"], len(i["files"])) for i in inputs]).encode()).hexdigest()
-    config_json = json.loads(config.to_json())
+    # What decides the output; the worker count does not, so it is left out (and a rerun with other
+    # workers is still up to date).
+    config_json = {k: v for k, v in json.loads(config.to_json()).items() if k != "workers"}
     if (out / "manifest.json").exists():
         done = json.loads((out / "manifest.json").read_text())
         if done.get("input_fingerprint") == fingerprint and done.get("config") == config_json:
@@ -201,17 +204,24 @@ def build(cohort: Path, out: Path, config: ml_collections.ConfigDict, secret: by
         failure_rows.append({"input_key": pseudonym.keyed_hash(failure["where"], secret, "input"),
                              "kind": failure["kind"], "region": "", "reason": failure["reason"]})
     processed = failed = 0
+    local_failures = [f"{f['where']}: {f['reason']}" for f in file_failures]  # paths: console only
+    native_spacing, extents = [], {r: [] for r in config.regions}
+    keep = []
     for n, item in enumerate(inputs):
         cached = np.load(_cache_path(partial, n))
         meta = json.loads(cached["meta"].tobytes())
         input_key = pseudonym.keyed_hash(f"{item['where']}|{item['series_id']}|{item['part']}", secret, "input")
         for failure in meta["failures"]:
             failure_rows.append({"input_key": input_key, "kind": item["kind"], **failure})
+            local_failures.append(f"{item['where']} ({item['kind']}{', ' + failure['region'] if failure['region'] else ''}): "
+                                  f"{failure['reason']}")
         if not meta["records"]:
             failed += 1
             continue
         processed += 1
         report = reports[item["series_id"]]
+        native_spacing.append(meta["native_spacing_mm"])
+        keep.append((report, meta["records"][0]["series_key"], meta["records"][0]["split"]))
         for m, record in enumerate(meta["records"]):
             shard = int(record["series_key"][:8], 16) % n_shards
             key = (record["region"], record["split"], shard)
@@ -221,6 +231,7 @@ def build(cohort: Path, out: Path, config: ml_collections.ConfigDict, secret: by
                 writers[key] = (ArrayRecordWriter(str(partial / record["region"] / name), "group_size:1"), name)
                 counts_per_shard[key] = 0
             writers[key][0].write(cached[f"r{m}"].tobytes())
+            extents[record["region"]].append(record["extent_mm"])
             index_rows.append({
                 "series_key": record["series_key"], "subject_key": pseudonym.subject_key(report["subject_id"], secret),
                 "split": record["split"], "region": record["region"], "age": report["age"],
@@ -234,6 +245,7 @@ def build(cohort: Path, out: Path, config: ml_collections.ConfigDict, secret: by
     index.to_csv(partial / "index.csv", index=False)
     failures = pd.DataFrame(failure_rows, columns=["input_key", "kind", "region", "reason"])
     failures.to_csv(partial / "failures.csv", index=False)
+    _export_reports(partial / "reports.csv", keep, table, config, secret)
     _qc_pictures(partial, index, plan)
 
     n_inputs = len(inputs) + len(file_failures)
@@ -245,7 +257,7 @@ def build(cohort: Path, out: Path, config: ml_collections.ConfigDict, secret: by
                    "records_by_region_split": {f"{r}/{s}": int(c) for (r, s), c in
                                                index.groupby(["region", "split"]).size().items()}},
         "shapes": {r: list(plan.grid(r)) for r in config.regions},
-        "seconds_processing": round(seconds_processing, 1),
+        "data_fingerprint": _data_fingerprint(native_spacing, extents, plan),
         "libraries": {name: importlib.metadata.version(name) for name in LIBRARIES},
     }
     assert manifest["counts"]["processed"] + manifest["counts"]["failed"] == n_inputs
@@ -253,7 +265,36 @@ def build(cohort: Path, out: Path, config: ml_collections.ConfigDict, secret: by
     shutil.rmtree(partial / ".cache")
     stamp.unlink()
     os.replace(partial, out)
-    return {**manifest, "skipped": False}
+    return {**manifest, "skipped": False, "seconds_processing": round(seconds_processing, 1),
+            "local_failures": local_failures}
+
+
+def _data_fingerprint(native_spacing: list, extents: dict, plan: preprocess.Plan) -> dict:
+    """What the data look like against the plan (nnU-Net's fingerprint): native spacing, and per region
+    the 95th percentile of its extent and the share of records whose anatomy the grid had to crop."""
+    out = {"native_spacing_mm_median": np.median(native_spacing, axis=0).round(3).tolist()
+           if native_spacing else None, "regions": {}}
+    for region, sizes in extents.items():
+        if not sizes:
+            continue
+        sizes = np.asarray(sizes)
+        capacity = np.asarray(plan.grid(region)) * np.asarray(plan.spacing_mm)
+        out["regions"][region] = {"extent_mm_p95": np.percentile(sizes, 95, axis=0).round(1).tolist(),
+                                  "grid_mm": capacity.round(1).tolist(),
+                                  "cropped_share": float((sizes > capacity).any(axis=1).mean())}
+    return out
+
+
+def _export_reports(path: Path, keep: list, table: pd.DataFrame, config: ml_collections.ConfigDict,
+                    secret: bytes) -> None:
+    """reports.csv keyed by series: what the analysis needs, and only the columns the config names."""
+    pathology = [c for c in table.columns if "__" in c]
+    extra = [c for c in config.report_columns if c in table.columns]
+    rows = [{"series_key": key, "subject_key": pseudonym.subject_key(report["subject_id"], secret),
+             "split": split, "age": report["age"], "sex": report.get("sex", ""), "site": report.get("site", ""),
+             **{c: report[c] for c in extra + pathology}} for report, key, split in keep]
+    pd.DataFrame(rows, columns=["series_key", "subject_key", "split", "age", "sex", "site", *extra, *pathology]
+                 ).to_csv(path, index=False)
 
 
 def _qc_pictures(out: Path, index: pd.DataFrame, plan: preprocess.Plan, n: int = 12) -> None:
@@ -300,8 +341,12 @@ def main(argv: list[str]) -> None:
         print(f"{FLAGS.out}: records already up to date for these inputs and config")
     print(f"{c['inputs']} inputs: {c['processed']} processed, {c['failed']} failed; {c['records']} records, "
           f"{c['region_failures']} region failures; plan {manifest['plan_hash']} -> {FLAGS.out}")
+    if not manifest["skipped"]:
+        print(f"processing took {manifest['seconds_processing']:.1f} s")
+    for line in manifest.get("local_failures", []):  # paths go to the operator's console, not to outputs
+        print(f"failed: {line}")
     if c["failed"] or c["region_failures"]:
-        print(f"reasons: {FLAGS.out}/failures.csv")
+        print(f"reasons, keyed: {FLAGS.out}/failures.csv")
 
 
 if __name__ == "__main__":

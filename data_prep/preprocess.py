@@ -40,15 +40,14 @@ def region_labels(region: str) -> tuple[int, ...]:
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """Preprocessing plan. Axes are the canonical ones: slices L->R, rows S->I, columns A->P."""
+    """Preprocessing plan (values: configs/records.py). Axes are the canonical ones: slices L->R, rows
+    S->I, columns A->P; spacing and margins in mm; grids in voxels per region."""
 
-    spacing_mm: tuple[float, float, float] = (4.0, 4.0, 4.0)
-    grids: tuple[tuple[str, tuple[int, int, int]], ...] = (
-        ("whole", (16, 176, 48)), ("cervical", (16, 48, 32)), ("thoracic", (16, 96, 48)),
-        ("lumbar", (16, 64, 48)))
-    mask_dilation_mm: float = 4.0
-    clip_percentiles: tuple[float, float] = (0.5, 99.5)
-    crop_margin_mm: float = 12.0
+    spacing_mm: tuple[float, float, float]
+    grids: tuple[tuple[str, tuple[int, int, int]], ...]
+    mask_dilation_mm: float
+    clip_percentiles: tuple[float, float]
+    crop_margin_mm: float
 
     def grid(self, region: str) -> tuple[int, int, int]:
         return dict(self.grids)[region]
@@ -127,3 +126,12 @@ def cut_region(image: np.ndarray, label: np.ndarray, mask: np.ndarray, plan: Pla
 def preprocess_region(scan: Volume, labels: Volume, plan: Plan, region: str) -> dict[str, np.ndarray]:
     """One region crop from a canonical scan and label map (see `resample` and `cut_region`)."""
     return cut_region(*resample(scan, labels, plan), plan, region)
+
+
+def region_extent_mm(label: np.ndarray, plan: Plan, region: str) -> list[float]:
+    """Size (mm) of the region's vertebrae-and-discs bounding box in resampled labels, per axis."""
+    present = np.isin(label, region_labels(region))
+    if not present.any():
+        return [0.0, 0.0, 0.0]
+    low, high = _bounding_box(present)
+    return [float(v) for v in (high - low) * np.asarray(plan.spacing_mm)]

@@ -76,6 +76,13 @@ def test_every_input_ends_as_records_or_a_failure_with_its_reason(built, truth):
     index = pd.read_csv(out / "index.csv")
     assert len(index) == counts["records"] == 4 * counts["processed"] - counts["region_failures"]
     assert set(index["region"]) == {"whole", "cervical", "thoracic", "lumbar"}
+    exported = pd.read_csv(out / "reports.csv")
+    assert len(exported) == counts["processed"] and exported["series_key"].is_unique
+    assert {"smoking", "coffee", "disc_bulge__L4-L5", "split"} <= set(exported.columns)
+    assert "subject_id" not in exported.columns and "series_id" not in exported.columns
+    fingerprint = manifest["data_fingerprint"]
+    assert fingerprint["regions"]["whole"]["cropped_share"] < 0.05  # the default grid holds the spine
+    assert all(len(line.split(": ", 1)) == 2 for line in manifest["local_failures"])
 
 
 def test_records_decode_through_grain_and_carry_plan_and_truthful_fields(built, truth):
@@ -132,7 +139,7 @@ def test_nothing_identifying_and_no_secret_in_any_output(built, cohort):
 
 def _digest(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "manifest.json"}
+            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
