@@ -68,6 +68,6 @@ pipeline() {
 case "${1:-all}" in
   all) stage "set-up" setup; pipeline ;;
   setup) stage "set-up" setup ;;
-  test) stage "set-up" setup; stage "tests" "${PY}" -m pytest tests ;;
+  test) stage "set-up" setup; stage "lint" .venv/bin/ruff check .; stage "tests" "${PY}" -m pytest tests ;;
   *) echo "usage: ./run.sh [test|setup]" >&2; exit 2 ;;
 esac

@@ -213,8 +213,8 @@ def build(cohort: Path, out: Path, config: ml_collections.ConfigDict, secret: by
         input_key = pseudonym.keyed_hash(f"{item['where']}|{item['series_id']}|{item['part']}", secret, "input")
         for failure in meta["failures"]:
             failure_rows.append({"input_key": input_key, "kind": item["kind"], **failure})
-            local_failures.append(f"{item['where']} ({item['kind']}{', ' + failure['region'] if failure['region'] else ''}): "
-                                  f"{failure['reason']}")
+            what = f"{item['kind']}, {failure['region']}" if failure["region"] else item["kind"]
+            local_failures.append(f"{item['where']} ({what}): {failure['reason']}")
         if not meta["records"]:
             failed += 1
             continue

@@ -72,7 +72,8 @@ def main(argv: list[str]) -> None:
     if FLAGS.records:
         index = pd.read_csv(Path(FLAGS.records) / "index.csv")
         whole = index[(index["region"] == "whole") & (index["split"] == "train")]
-        source = grain.sources.ArrayRecordDataSource(sorted(str(Path(FLAGS.records) / s) for s in whole["shard"].unique()))
+        shards = sorted(str(Path(FLAGS.records) / s) for s in whole["shard"].unique())
+        source = grain.sources.ArrayRecordDataSource(shards)
         order = np.random.default_rng(0).permutation(len(source))
         start = time.perf_counter()
         for i in order:

@@ -5,10 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import grain
@@ -23,6 +20,7 @@ from configs import records as records_config
 from data_prep import build_records, pseudonym, splits, synthesize
 from spinejax import records
 from tests import dicom_reference as ref
+from tests import processes
 
 SECRET = b"records-test-secret-0123456789"
 
@@ -162,16 +160,8 @@ def test_same_bytes_whatever_the_workers_and_after_a_kill(small_cohort, tmp_path
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "data_prep.build_records", f"--input={small_cohort}", f"--out={out}",
                "--config.workers=1"]
-    process = subprocess.Popen(command, cwd=Path(__file__).parents[1], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    cache = out.with_name("killed.partial") / ".cache"
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(cache.glob("*.npz"))) < 2 and process.poll() is None:
-        time.sleep(0.05)
-    assert process.poll() is None, "finished before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    processes.kill_when(command, out.with_name("killed.partial") / ".cache", "*.npz", 2)
     assert not (out / "manifest.json").exists()
-    subprocess.run(command, cwd=Path(__file__).parents[1], check=True, capture_output=True)
+    processes.run(command)
     assert _digest(out) == _digest(tmp_path / "one")
     assert json.loads((out / "manifest.json").read_text())["counts"] == one["counts"]

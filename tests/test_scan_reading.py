@@ -194,8 +194,8 @@ def test_whole_synthetic_cohort_reads_into_the_canonical_frame_with_its_masks(co
         assert scan.data.shape == mask.data.shape == (record["shape_kji"][0], *record["shape_kji"][1:])
         np.testing.assert_allclose(mask.affine_lps, scan.affine_lps, atol=1e-3)
         # The canonical rows run head to feet: the cord (label 1) starts above the sacrum (label 50).
-        rows_with = lambda label: np.flatnonzero((mask.data == label).any(axis=(0, 2)))  # noqa: E731
-        assert rows_with(1).min() < rows_with(50).min()
+        cord_rows, sacrum_rows = (np.flatnonzero((mask.data == label).any(axis=(0, 2))) for label in (1, 50))
+        assert cord_rows.min() < sacrum_rows.min()
         # ... and columns run front to back: vertebral bodies lie anterior to the canal (label 2).
         body = np.argwhere(mask.data == 44)[:, 2].mean()  # L4
         canal = np.argwhere(mask.data == 2)[:, 2].mean()

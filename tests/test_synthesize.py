@@ -6,10 +6,8 @@ import dataclasses
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import nibabel as nib
@@ -21,6 +19,7 @@ from scipy import stats
 from data_prep import spine_labels, synthesize
 from data_prep.phantom import acquisition, anatomy, findings, render, writers
 from tests import dicom_reference as ref
+from tests import processes
 
 ALL_LABELS = ({spine_labels.CORD, spine_labels.CANAL, spine_labels.SACRUM}
               | {spine_labels.vertebra_label(v) for v in spine_labels.VERTEBRAE}
@@ -230,22 +229,15 @@ def test_killed_run_started_again_finishes_with_the_same_bytes(tmp_path):
     out = tmp_path / "cohort"
     command = [sys.executable, "-m", "data_prep.synthesize", f"--out={out}", "--subjects=8", "--seed=5",
                "--workers=1"]
-    process = subprocess.Popen(command, cwd=Path(__file__).parents[1], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
     done = out.with_name("cohort.partial") / ".done"
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(done.glob("*.json"))) < 3 and process.poll() is None:
-        time.sleep(0.05)
-    assert process.poll() is None, "the run finished before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    processes.kill_when(command, done, "*.json", 3)
     assert not (out / "ground_truth.json").exists()
     finished_before = len(list(done.glob("*.json")))
     partial = done.parent
     finished = [json.loads(p.read_text())["truth"]["series_id"] for p in done.glob("*.json")]
     kept = {Path("masks") / f"{uid}.nii.gz": (partial / "masks" / f"{uid}.nii.gz").stat().st_mtime_ns
             for uid in finished}
-    subprocess.run(command, cwd=Path(__file__).parents[1], check=True, capture_output=True)
+    processes.run(command)
     # Finished series were kept, not drawn again (their masks were written once).
     assert {p: (out / p).stat().st_mtime_ns for p in kept} == kept
     clean = tmp_path / "clean"

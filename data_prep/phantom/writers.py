@@ -17,9 +17,9 @@ import nibabel as nib
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import MRImageStorage, PYDICOM_IMPLEMENTATION_UID
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, MRImageStorage
 
-from data_prep.phantom.acquisition import Acquisition, SITE_PROTOCOLS
+from data_prep.phantom.acquisition import SITE_PROTOCOLS, Acquisition
 
 UID_ROOT = "1.2.826.0.1.3680043.8.498."  # pydicom's root for generated UIDs
 

@@ -1,0 +1,28 @@
+"""Running a command-line stage in a child process and killing it mid-way, as a preempted job would be."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+REPO = Path(__file__).parents[1]
+
+
+def kill_when(command: list[str], folder: Path, pattern: str, count: int, patience_s: float = 120.0) -> None:
+    """Starts `command` and SIGKILLs it once `folder` holds `count` files matching `pattern`.
+
+    Raises AssertionError when the command ends by itself first (it could not be killed mid-way).
+    """
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    give_up = time.monotonic() + patience_s  # a bound on waiting, not a timing assertion
+    while time.monotonic() < give_up and len(list(folder.glob(pattern))) < count and process.poll() is None:
+        time.sleep(0.05)
+    assert process.poll() is None, f"{command[2]} finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def run(command: list[str]) -> None:
+    subprocess.run(command, cwd=REPO, check=True, capture_output=True)
