@@ -146,7 +146,7 @@ def render(spine: Spine, acq: Acquisition, rng: np.random.Generator) -> tuple[np
         image[k_slice].reshape(-1)[pixels] = value
         labels[k_slice].reshape(-1)[pixels] = lab
 
-    image = ndimage.gaussian_filter(image, sigma=(0.0, 0.6, 0.6))  # in-plane point spread
+    image = ndimage.gaussian_filter(image, sigma=(0.0, 0.6, 0.6), truncate=2.0)  # in-plane PSF, 3 taps
     image *= _bias(acq, y, z)[None] * acq.gain
     sd = acq.noise * CSF * acq.gain
     noise = rng.standard_normal(image.shape, dtype=np.float32)
