@@ -142,3 +142,19 @@ def test_secret_is_required(monkeypatch):
     monkeypatch.setenv(pseudonym.SECRET_ENV, "short")
     with pytest.raises(ValueError, match="shorter than 16"):
         pseudonym.load_secret(None)
+
+
+def test_stratified_clustering_keeps_each_cluster_within_one_age_band(paper_like):
+    root, _ = paper_like
+    reports = pd.read_csv(root / "cohort" / "reports.csv")
+    config = _config(stratify_by_age_band=True)
+    features = eligibility.features_for(pathology_features.grades(reports), config.features)
+    ages = reports["age"].to_numpy(float)
+    result = normal_spines.find_normal_spines(features.to_numpy(np.float32), ages, config)
+    band = np.digitize(ages, tuple(config.age_bands)[1:-1])
+    clustered = result.cluster >= 0
+    assert clustered.mean() > 0.5
+    per_cluster_bands = pd.Series(band[clustered]).groupby(result.cluster[clustered]).nunique()
+    assert (per_cluster_bands == 1).all()  # labels from different bands never collide
+    common = set(result.clusters.loc[result.clusters["common"], "cluster"])
+    np.testing.assert_array_equal(result.eligible, np.isin(result.cluster, list(common)))
