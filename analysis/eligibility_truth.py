@@ -21,7 +21,7 @@ import pandas as pd
 from absl import app, flags
 from sklearn.metrics import adjusted_rand_score
 
-from data_prep import eligibility, normal_spines, pathology_features, pseudonym
+from data_prep import eligibility, normal_spines, pseudonym
 
 FLAGS = flags.FLAGS
 def detection(ineligible: np.ndarray, abnormal: np.ndarray, kinds: np.ndarray) -> dict:
@@ -53,11 +53,7 @@ def check(cohort: Path, result_dir: Path, secret: bytes, seeds: list[int]) -> di
 
     summary = json.loads((result_dir / "summary.json").read_text())
     config = ml_collections.ConfigDict(summary["config"])
-    reports = pd.read_csv(cohort / "reports.csv")
-    columns = pathology_features.feature_columns(reports)
-    usable = (pathology_features.invalid_rows(reports, columns) == "").to_numpy()
-    features = eligibility.features_for(reports.loc[usable, columns].astype(np.int8), config.features)
-    ages = reports.loc[usable, "age"].to_numpy(float)
+    _, features, ages = eligibility.usable_features(pd.read_csv(cohort / "reports.csv"), config)
     first_eligible = table["eligible"].to_numpy()[valid]
     first_cluster = table["cluster"].to_numpy()[valid]
     runs = []

@@ -75,6 +75,14 @@ def list_inputs(cohort: Path) -> tuple[list[dict], list[dict]]:
     return inputs, failures
 
 
+def load_scan(item: dict) -> canonical.Volume:
+    """The scan of one listed input, not yet canonical. Raises SeriesError or ValueError with a reason."""
+    if item["kind"] == "dicom":
+        return dicom_series.load_series(dicom_series.SeriesFiles(
+            item["series_id"], tuple(Path(f) for f in item["files"]), tuple(item["orientation"]), 0))
+    return canonical.load_nifti(item["files"][0])
+
+
 def process_input(item: dict, cohort: Path, report: dict | None, plan: preprocess.Plan,
                   config: ml_collections.ConfigDict, secret: bytes) -> dict:
     """One input to its records, or to a failure. Pure apart from reading the input's files."""
@@ -85,14 +93,10 @@ def process_input(item: dict, cohort: Path, report: dict | None, plan: preproces
         return failed("no row for this series in reports.csv")
     if item["part"] > 0:
         return failed("a second orientation or matrix size inside one series (series split)")
+    if item["kind"] == "dicom" and not dicom_series.is_sagittal(item["orientation"], config.max_oblique_deg):
+        return failed("not a sagittal series")
     try:
-        if item["kind"] == "dicom":
-            if not dicom_series.is_sagittal(item["orientation"], config.max_oblique_deg):
-                return failed("not a sagittal series")
-            scan = dicom_series.load_series(dicom_series.SeriesFiles(
-                item["series_id"], tuple(Path(f) for f in item["files"]), tuple(item["orientation"]), 0))
-        else:
-            scan = canonical.load_nifti(item["files"][0])
+        scan = load_scan(item)
     except dicom_series.SeriesError as error:
         return failed(error.reason)
     except ValueError as error:  # load_nifti's "<path>: <reason>"; keep the reason, not the path

@@ -45,6 +45,16 @@ def features_for(graded: pd.DataFrame, kind: str) -> pd.DataFrame:
     raise ValueError(f"config.features must be 'region_severity', 'raw' or 'both', not {kind!r}")
 
 
+def usable_features(table: pd.DataFrame, config: ml_collections.ConfigDict
+                    ) -> tuple[pd.Series, pd.DataFrame, np.ndarray]:
+    """(why each row is unusable, '' when usable; features of usable rows; their ages in years)."""
+    columns = pathology_features.feature_columns(table)
+    invalid = pathology_features.invalid_rows(table, columns)
+    valid = (invalid == "").to_numpy()
+    features = features_for(table.loc[valid, columns].astype(np.int8), config.features)
+    return invalid, features, pd.to_numeric(table.loc[valid, "age"]).to_numpy(float)
+
+
 def run(input_dir: Path, out: Path, config: ml_collections.ConfigDict, secret: bytes) -> dict:
     """The whole step; returns the summary written to summary.json."""
     reports_path = input_dir / "reports.csv"
@@ -64,12 +74,8 @@ def run(input_dir: Path, out: Path, config: ml_collections.ConfigDict, secret: b
             return {**done, "skipped": True}
 
     start = time.perf_counter()
-    columns = pathology_features.feature_columns(table)
-    invalid = pathology_features.invalid_rows(table, columns)
+    invalid, features, ages = usable_features(table, config)
     valid = (invalid == "").to_numpy()
-    graded = table.loc[valid, columns].astype(np.int8)
-    features = features_for(graded, config.features)
-    ages = pd.to_numeric(table.loc[valid, "age"]).to_numpy(float)
     result = normal_spines.find_normal_spines(features.to_numpy(np.float32), ages, config)
     seconds = time.perf_counter() - start
 
@@ -89,6 +95,7 @@ def run(input_dir: Path, out: Path, config: ml_collections.ConfigDict, secret: b
     pd.DataFrame({"series_key": series_keys, "subject_key": subject_keys, "cluster": cluster,
                   "membership": membership.round(4), "eligible": eligible, "reason": reason}
                  ).to_csv(out / "eligibility.csv", index=False)
+    graded = table.loc[valid, pathology_features.feature_columns(table)].astype(np.int8)
     prevalence = pathology_features.any_level(graded).groupby(result.cluster).mean()
     clusters = result.clusters.join(prevalence.add_prefix("prevalence_"), on="cluster")
     clusters.to_csv(out / "clusters.csv", index=False, float_format="%.4f")

@@ -20,18 +20,14 @@ from absl import app, flags
 from array_record.python.array_record_module import ArrayRecordWriter
 
 from configs import records as records_config
-from data_prep import build_records, canonical, dicom_series, preprocess
+from data_prep import build_records, canonical, preprocess
 from spinejax import records
 
 FLAGS = flags.FLAGS
 
 
 def _read(item: dict, cohort: Path) -> tuple[canonical.Volume, canonical.Volume]:
-    if item["kind"] == "dicom":
-        scan = dicom_series.load_series(dicom_series.SeriesFiles(
-            item["series_id"], tuple(Path(f) for f in item["files"]), tuple(item["orientation"]), 0))
-    else:
-        scan = canonical.load_nifti(item["files"][0])
+    scan = build_records.load_scan(item)
     labels = canonical.load_nifti(cohort / "masks" / f"{item['series_id']}.nii.gz", is_label=True)
     return canonical.to_canonical(scan), canonical.to_canonical(labels)
 

@@ -160,9 +160,6 @@ def test_disc_height_measured_on_masks_falls_with_biological_age(cohort, truth):
 
 
 def test_reports_grade_what_was_drawn(truth, reports):
-    spec = synthesize.CohortSpec(**{k: v for k, v in truth["spec"].items()
-                                    if k in ("subjects", "seed", "nifti_share")})
-    spec = dataclasses.replace(spec, population=synthesize.CohortSpec.__dataclass_fields__["population"].default)
     by_series = reports.set_index("series_id")
     for record in truth["series"][:12]:
         person = truth["subjects"][record["subject"]]
