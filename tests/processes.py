@@ -25,4 +25,8 @@ def kill_when(command: list[str], folder: Path, pattern: str, count: int, patien
 
 
 def run(command: list[str]) -> None:
-    subprocess.run(command, cwd=REPO, check=True, capture_output=True)
+    """Runs `command` to the end; a failure shows the end of its output."""
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    if done.returncode:
+        raise AssertionError(f"{' '.join(command[:3])} failed ({done.returncode}):\n{done.stdout[-3000:]}"
+                             f"\n{done.stderr[-3000:]}")

@@ -1,0 +1,229 @@
+"""Training and evaluation input over the ArrayRecord shards, with grain.
+
+RECORDS_DIR (written by data_prep.build_records) holds `<region>/<split>-NNNNN-of-MMMMM.array_record`,
+`index.csv` (series_key, subject_key, split, region, age, sex, site, shard, position) and
+`manifest.json` (plan_hash, grid shapes). A `Selection` is the rows of index.csv one run uses, optionally
+limited to eligible subjects (data_prep.eligibility's eligibility.csv) and to a nested fraction of
+subjects (the data-size ablation: the 10% subjects lie inside the 25% ones, whatever the fraction).
+
+Train input: a seeded shuffle each epoch, each process reading its own part of the records
+(ShardByJaxProcess), augmentation, batches of global_batch / process_count, in worker processes with a
+buffer. Its iterator state is saved in the checkpoint, so a resumed run sees exactly the data the
+straight run would have. Evaluation input: every record of the split exactly once, padded to whole
+global batches with zero-weight examples, each process reading its slice of every batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import grain
+import numpy as np
+import pandas as pd
+
+from spinejax import augment, records
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """Records one run reads. `rows`: index.csv rows in a fixed order, with `source_index` (position in the
+    concatenation of `paths`); `grid`: [slices, rows, cols] of the region; `plan_hash`: of the records."""
+
+    records_dir: Path
+    region: str
+    split: str
+    paths: tuple[str, ...]
+    rows: pd.DataFrame
+    grid: tuple[int, int, int]
+    plan_hash: str
+
+
+def read_manifest(records_dir: Path) -> dict:
+    path = Path(records_dir) / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no manifest; build the records with data_prep.build_records first")
+    return json.loads(path.read_text())
+
+
+def nested_subset(subject_keys: pd.Series, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask keeping ceil(fraction * subjects) subjects, chosen by a seeded hash rank.
+
+    The rank of a subject does not depend on the fraction, so smaller fractions are subsets of larger ones.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"data fraction {fraction} must be in (0, 1]")
+    subjects = sorted(set(subject_keys))
+    rank = sorted(subjects, key=lambda s: hashlib.sha256(f"{seed}:{s}".encode()).hexdigest())
+    keep = set(rank[: math.ceil(fraction * len(subjects))])
+    return subject_keys.isin(keep).to_numpy()
+
+
+def select(records_dir, region: str, split: str, *, plan_hash: str = "", eligibility_csv: str = "",
+           eligible_only: bool = False, fraction: float = 1.0, subset_seed: int = 0) -> Selection:
+    """The records of `region` and `split`, restricted as asked.
+
+    plan_hash: the plan the caller expects ('' accepts the manifest's); a mismatch is an error.
+    eligibility_csv: data_prep.eligibility's output; with eligible_only, only its eligible series stay.
+    """
+    records_dir = Path(records_dir)
+    manifest = read_manifest(records_dir)
+    if plan_hash and manifest["plan_hash"] != plan_hash:
+        raise ValueError(f"{records_dir}/manifest.json: records made with plan {manifest['plan_hash']}, this run "
+                         f"expects {plan_hash}; rebuild the records or train a new model")
+    grids = dict((name, tuple(shape)) for name, shape in manifest["plan"]["grids"])
+    if region not in grids:
+        raise ValueError(f"{records_dir}: no region {region!r} (has {sorted(grids)})")
+    index = pd.read_csv(records_dir / "index.csv", dtype={"series_key": str, "subject_key": str, "sex": str},
+                        keep_default_na=False)
+    paths = tuple(sorted(str(p) for p in (records_dir / region).glob(f"{split}-*.array_record")))
+    rows = index[(index.region == region) & (index.split == split)].copy()
+    if not paths or rows.empty:
+        raise ValueError(f"{records_dir}: no {split} records of region {region}")
+    sizes = {Path(p).relative_to(records_dir).as_posix(): len(grain.sources.ArrayRecordDataSource([p]))
+             for p in paths}
+    counted = rows.groupby("shard").size().to_dict()
+    if counted != sizes:
+        raise ValueError(f"{records_dir}/index.csv does not match the {region}/{split} shards "
+                         f"(index {counted}, files {sizes}); rebuild the records")
+    offsets = dict(zip(sizes, np.cumsum([0] + list(sizes.values()))[:-1]))
+    rows["source_index"] = [int(offsets[s] + p) for s, p in zip(rows["shard"], rows["position"])]
+    if eligibility_csv:
+        rows = _with_eligibility(rows, Path(eligibility_csv))
+        if eligible_only:
+            rows = rows[rows["eligible"]]
+    if fraction < 1:
+        rows = rows[nested_subset(rows["subject_key"], fraction, subset_seed)]
+    if rows.empty:
+        raise ValueError(f"{records_dir}: the restrictions leave no {split} records of region {region}")
+    rows = rows.sort_values("source_index").reset_index(drop=True)
+    return Selection(records_dir, region, split, paths, rows, grids[region], manifest["plan_hash"])
+
+
+def _with_eligibility(rows: pd.DataFrame, path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no eligibility table; run data_prep.eligibility or set "
+                                "config.data.eligibility_csv=''")
+    table = pd.read_csv(path, dtype={"series_key": str}, keep_default_na=False)
+    eligible = dict(zip(table["series_key"], table["eligible"].astype(str) == "True"))
+    unknown = sorted(set(rows["series_key"]) - set(eligible))
+    if unknown:
+        raise ValueError(f"{path}: {len(unknown)} series of the records are not in the eligibility table "
+                         f"(first: {unknown[0]}); was it made from the same cohort and secret?")
+    rows["eligible"] = rows["series_key"].map(eligible)
+    return rows
+
+
+class RecordSource:
+    """grain random-access source over the selected records: element i -> (i, record bytes).
+
+    Index -1 in `source_indices` is padding and yields (i, b''), which decodes to a zero-weight example.
+    """
+
+    def __init__(self, paths, source_indices):
+        self._paths = tuple(paths)
+        self._indices = np.asarray(source_indices, np.int64)
+        self._source = grain.sources.ArrayRecordDataSource(list(self._paths))
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def __getitem__(self, i):
+        j = int(self._indices[i])
+        return int(i), (b"" if j < 0 else self._source[j])
+
+    def __repr__(self) -> str:  # grain logs the source; keep it short
+        return f"RecordSource({len(self._paths)} files, {len(self)} records)"
+
+
+class Decode(grain.transforms.Map):
+    """(i, bytes) -> volume [slices, rows, cols] float32, mask uint8, age, weight 1 (0 for padding), index."""
+
+    def __init__(self, plan_hash: str, grid):
+        self.plan_hash, self.grid = plan_hash, tuple(grid)
+
+    def map(self, element):
+        i, blob = element
+        if not blob:
+            return {"volume": np.zeros(self.grid, np.float32), "mask": np.zeros(self.grid, np.uint8),
+                    "age": np.float32(0), "weight": np.float32(0), "index": np.int32(-1)}
+        record = records.decode(blob, expected_plan_hash=self.plan_hash)
+        if tuple(record["volume"].shape) != self.grid:
+            raise ValueError(f"record {record['series_key']}: shape {record['volume'].shape}, plan says {self.grid}")
+        return {"volume": record["volume"].astype(np.float32), "mask": np.array(record["mask"]),
+                "age": np.float32(record["age"]), "weight": np.float32(1), "index": np.int32(i)}
+
+
+class Augment(grain.transforms.RandomMap):
+    def __init__(self, config):
+        self.config = config
+
+    def random_map(self, element, rng: np.random.Generator):
+        return {**element, "volume": augment.augment(element["volume"], element["mask"], rng, self.config)}
+
+
+class ToModelInput(grain.transforms.Map):
+    """Adds the channel axis the model expects ([slices, rows, cols, 1]) and drops the mask."""
+
+    def map(self, element):
+        out = {k: v for k, v in element.items() if k != "mask"}
+        out["volume"] = element["volume"][..., None]
+        return out
+
+
+def train_loader(selection: Selection, *, local_batch: int, seed: int, augment_config, worker_count: int,
+                 worker_buffer_size: int) -> grain.DataLoader:
+    """Endless shuffled, augmented batches of this process's part of `selection` (dicts of numpy arrays:
+    volume [local_batch, slices, rows, cols, 1] float32, age, weight [local_batch] float32, index int32)."""
+    source = RecordSource(selection.paths, selection.rows["source_index"])
+    operations = [Decode(selection.plan_hash, selection.grid)]
+    if augment_config.enabled:
+        operations.append(Augment(augment_config))
+    operations += [ToModelInput(), grain.transforms.Batch(local_batch, drop_remainder=True)]
+    sampler = grain.samplers.IndexSampler(
+        len(source), shard_options=grain.sharding.ShardByJaxProcess(drop_remainder=True), shuffle=True,
+        num_epochs=None, seed=seed)
+    return grain.DataLoader(data_source=source, sampler=sampler, operations=operations, worker_count=worker_count,
+                            worker_buffer_size=worker_buffer_size)
+
+
+def eval_layout(count: int, global_batch: int, process_count: int, process_index: int) -> np.ndarray:
+    """Which selection rows this process reads, in order: -1 marks padding.
+
+    The `count` rows are padded to whole global batches; global batch b is rows [b*G, (b+1)*G), and process p
+    reads its contiguous slice [p*L, (p+1)*L) of it (L = G / process_count), the slice of the global array its
+    devices hold. Returns [batches * L] int64.
+    """
+    batches = max(1, math.ceil(count / global_batch))
+    padded = np.full(batches * global_batch, -1, np.int64)
+    padded[:count] = np.arange(count)
+    local = global_batch // process_count
+    return padded.reshape(batches, process_count, local)[:, process_index].reshape(-1)
+
+
+def eval_loader(selection: Selection, *, global_batch: int, process_count: int, process_index: int,
+                worker_count: int) -> grain.DataLoader:
+    """One pass over every record of `selection` (plus zero-weight padding), in this process's slices;
+    batches as train_loader's, with `index` the selection row (-1 for padding)."""
+    rows = eval_layout(len(selection.rows), global_batch, process_count, process_index)
+    source_indices = np.where(rows >= 0, selection.rows["source_index"].to_numpy()[np.maximum(rows, 0)], -1)
+    source = _EvalSource(selection.paths, source_indices, rows)
+    operations = [Decode(selection.plan_hash, selection.grid), ToModelInput(),
+                  grain.transforms.Batch(global_batch // process_count, drop_remainder=True)]
+    sampler = grain.samplers.IndexSampler(len(source), shuffle=False, num_epochs=1)
+    return grain.DataLoader(data_source=source, sampler=sampler, operations=operations, worker_count=worker_count)
+
+
+class _EvalSource(RecordSource):
+    """RecordSource whose element index is the selection row, so predictions map back to index rows."""
+
+    def __init__(self, paths, source_indices, selection_rows):
+        super().__init__(paths, source_indices)
+        self._rows = np.asarray(selection_rows, np.int64)
+
+    def __getitem__(self, i):
+        _, blob = super().__getitem__(i)
+        return int(self._rows[i]), blob

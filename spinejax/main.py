@@ -1,0 +1,33 @@
+"""Train a spine-age model.
+
+    python -m spinejax.main --config=configs/loss_l1.py --workdir=DIR [--config.key=value ...]
+
+Resumes from DIR when it holds a checkpoint. Multi-process (one process per host): on a TPU VM pod or a
+SLURM cluster add --coordinator=auto; elsewhere --coordinator=HOST:PORT --num_processes=N --process_id=I
+on each host. The training loop is spinejax/train.py.
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+
+def define_flags():
+    config_flags.DEFINE_config_file("config", None, "training config file (configs/*.py[:arg])", lock_config=True)
+    flags.DEFINE_string("workdir", None, "folder of checkpoints, metrics and logs")
+    flags.DEFINE_string("coordinator", "", "multi-process runs: HOST:PORT of process 0, or 'auto'")
+    flags.DEFINE_integer("num_processes", 1, "multi-process runs: number of processes")
+    flags.DEFINE_integer("process_id", 0, "multi-process runs: this process's index")
+    flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    del argv
+    from spinejax import distributed, train  # after flag parsing: jax must see XLA_FLAGS first
+
+    distributed.initialize(flags.FLAGS.coordinator, flags.FLAGS.num_processes, flags.FLAGS.process_id)
+    train.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

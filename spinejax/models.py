@@ -1,0 +1,105 @@
+"""The age model: an SFCN-like 3D CNN for thin, tall sagittal slabs.
+
+Stacked blocks of 3x3x3 convolution, batch norm, ReLU and max pooling (the paper's "stacked 3D
+convolutions and batch norm"; the authors' ProgreSpine code uses channels 32-64-128-256-256-64 with
+pooling (2,2,2) three times then (1,2,2)), a 1x1x1 convolution, global average pooling, dropout and a
+dense head: one output (normalised age) or one logit per age bin (the soft-bin loss).
+
+Two choices make the network fast on CPU without changing what it computes much (../shared/PERF_NOTES.md):
+max pooling by reshape (equal in value to nn.max_pool, with a far cheaper gradient in XLA CPU), and an
+optional space-to-depth stem that folds 2x2x2 voxel blocks into channels so the first convolution does
+not run on a single input channel at full resolution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+def max_pool(x: jnp.ndarray, window: Sequence[int]) -> jnp.ndarray:
+    """Non-overlapping max pooling by reshape.
+
+    x: [batch, d, h, w, channels]; window: (wd, wh, ww) dividing the trailing edge away (floor, like
+    nn.max_pool with VALID padding). Returns [batch, d // wd, h // wh, w // ww, channels].
+    """
+    b, d, h, w, c = x.shape
+    wd, wh, ww = window
+    x = x[:, : d // wd * wd, : h // wh * wh, : w // ww * ww]
+    x = x.reshape(b, d // wd, wd, h // wh, wh, w // ww, ww, c)
+    return x.max(axis=(2, 4, 6))
+
+
+def space_to_depth(x: jnp.ndarray, block: Sequence[int]) -> jnp.ndarray:
+    """[batch, d, h, w, c] -> [batch, d/bd, h/bh, w/bw, c*bd*bh*bw]: each block of voxels becomes channels."""
+    b, d, h, w, c = x.shape
+    bd, bh, bw = block
+    x = x[:, : d // bd * bd, : h // bh * bh, : w // bw * bw]
+    x = x.reshape(b, d // bd, bd, h // bh, bh, w // bw, bw, c)
+    x = x.transpose(0, 1, 3, 5, 2, 4, 6, 7)
+    return x.reshape(b, d // bd, h // bh, w // bw, bd * bh * bw * c)
+
+
+class AgeCNN(nn.Module):
+    """SFCN-like regressor.
+
+    Attributes:
+      channels: output channels of the 3x3x3 blocks; a final 1x1x1 block gives `head_channels`.
+      pools: max-pooling window after each 3x3x3 block ((1, 1, 1) for none); same length as channels.
+      head_channels: channels of the 1x1x1 block before global pooling.
+      outputs: 1 for a scalar head, the number of age bins for the soft-bin head.
+      stem_space_to_depth: block folded into channels before the first convolution, or None.
+      dropout: rate before the dense head.
+      dtype: compute dtype (bfloat16 for mixed precision on GPU/TPU); parameters stay float32.
+    """
+
+    channels: Sequence[int]
+    pools: Sequence[Sequence[int]]
+    head_channels: int
+    outputs: int = 1
+    stem_space_to_depth: Sequence[int] | None = None
+    dropout: float = 0.0
+    dtype: jnp.dtype = jnp.float32
+    bn_momentum: float = 0.9
+
+    @nn.compact
+    def __call__(self, volume: jnp.ndarray, train: bool, return_features: bool = False):
+        """volume: [batch, slices, rows, cols, 1] float32, z-scored in the spine mask, 0 outside.
+
+        Returns [batch, outputs] float32 (normalised age or bin logits). With `return_features`, also the
+        last convolutional feature map [batch, d', h', w', head_channels] (the layer Grad-CAM looks at).
+        """
+        if len(self.channels) != len(self.pools):
+            raise ValueError(f"{len(self.channels)} channels but {len(self.pools)} pooling windows")
+        x = volume.astype(self.dtype)
+        if self.stem_space_to_depth is not None:
+            x = space_to_depth(x, self.stem_space_to_depth)
+        norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                                    dtype=self.dtype, axis_name=None)
+        for width, pool in zip(self.channels, self.pools):
+            x = nn.Conv(width, (3, 3, 3), padding="SAME", use_bias=False, dtype=self.dtype)(x)
+            x = nn.relu(norm()(x))
+            if tuple(pool) != (1, 1, 1):
+                x = max_pool(x, pool)
+        x = nn.Conv(self.head_channels, (1, 1, 1), use_bias=False, dtype=self.dtype)(x)
+        features = nn.relu(norm()(x))
+        x = features.mean(axis=(1, 2, 3))
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        out = nn.Dense(self.outputs, dtype=jnp.float32)(x.astype(jnp.float32))
+        return (out, features) if return_features else out
+
+
+def build(model_config, outputs: int) -> AgeCNN:
+    """AgeCNN from the config's `model` block; `outputs` comes from the loss (1 or the number of bins)."""
+    stem = model_config.stem_space_to_depth
+    return AgeCNN(
+        channels=tuple(model_config.channels),
+        pools=tuple(tuple(p) for p in model_config.pools),
+        head_channels=model_config.head_channels,
+        outputs=outputs,
+        stem_space_to_depth=tuple(stem) if stem else None,
+        dropout=model_config.dropout,
+        dtype=jnp.dtype(model_config.dtype),
+    )

@@ -1,0 +1,71 @@
+"""Record selection, nested data subsets, the evaluation layout and augmentation."""
+
+import ml_collections
+import numpy as np
+import pandas as pd
+import pytest
+
+from spinejax import augment, input_pipeline
+
+
+def test_nested_subsets_grow_by_whole_subjects():
+    subjects = pd.Series([f"s{i:03d}" for i in range(200) for _ in range(2)])  # two series per subject
+    kept = {f: set(subjects[input_pipeline.nested_subset(subjects, f, seed=0)]) for f in (0.1, 0.25, 0.5, 1.0)}
+    assert [len(kept[f]) for f in (0.1, 0.25, 0.5, 1.0)] == [20, 50, 100, 200]
+    assert kept[0.1] < kept[0.25] < kept[0.5] < kept[1.0]
+    mask = input_pipeline.nested_subset(subjects, 0.25, seed=0)
+    assert mask.sum() == 100  # both series of each kept subject
+    assert set(subjects[input_pipeline.nested_subset(subjects, 0.25, seed=1)]) != kept[0.25]
+    with pytest.raises(ValueError, match="fraction"):
+        input_pipeline.nested_subset(subjects, 0.0, seed=0)
+
+
+@pytest.mark.parametrize("count,batch,processes", [(50, 16, 1), (50, 16, 2), (7, 8, 4), (64, 16, 2)])
+def test_evaluation_layout_reads_every_row_once(count, batch, processes):
+    parts = [input_pipeline.eval_layout(count, batch, processes, p) for p in range(processes)]
+    assert len({len(p) for p in parts}) == 1 and len(parts[0]) % (batch // processes) == 0
+    # Stitched as the global array is (batch b: process 0's slice, then process 1's ...), rows come in order.
+    local = batch // processes
+    stitched = np.concatenate([np.concatenate([p[b * local:(b + 1) * local] for p in parts])
+                               for b in range(len(parts[0]) // local)])
+    assert list(stitched[:count]) == list(range(count)) and (stitched[count:] == -1).all()
+
+
+def _augment_config(**changes):
+    values = dict(enabled=True, flip_left_right=True, intensity_scale=0.1, intensity_shift=0.1,
+                  gamma_log_range=0.2, bias_field=0.05, noise_sd=0.05, shift_voxels=2)
+    values.update(changes)
+    return ml_collections.ConfigDict(values)
+
+
+def _slab():
+    rng = np.random.default_rng(0)
+    mask = np.zeros((8, 40, 20), np.uint8)
+    mask[2:6, 5:35, 6:14] = 1
+    volume = np.where(mask, rng.normal(0, 1, mask.shape), 0).astype(np.float32)
+    return volume, mask
+
+
+def test_augmentation_stays_in_the_mask_and_is_seeded():
+    volume, mask = _slab()
+    config = _augment_config()
+    a = augment.augment(volume, mask, np.random.default_rng(5), config)
+    b = augment.augment(volume, mask, np.random.default_rng(5), config)
+    c = augment.augment(volume, mask, np.random.default_rng(6), config)
+    assert a.dtype == np.float32 and a.shape == volume.shape
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    # Whatever the shift and flip, nothing appears outside the (moved) mask: the count of non-zero voxels
+    # cannot exceed the mask's.
+    assert np.count_nonzero(a) <= mask.sum()
+    assert np.count_nonzero(a) > 0.8 * mask.sum()
+
+
+def test_augmentation_switched_off_is_the_identity_and_the_flip_is_left_right_only():
+    volume, mask = _slab()
+    off = _augment_config(flip_left_right=False, intensity_scale=0, intensity_shift=0, gamma_log_range=0,
+                          bias_field=0, noise_sd=0, shift_voxels=0)
+    np.testing.assert_array_equal(augment.augment(volume, mask, np.random.default_rng(0), off), volume)
+    flips = {augment.augment(volume, mask, np.random.default_rng(s), _augment_config(
+        **{**off.to_dict(), "flip_left_right": True})).tobytes() for s in range(20)}
+    assert flips == {volume.tobytes(), volume[::-1].copy().tobytes()}

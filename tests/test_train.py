@@ -1,0 +1,252 @@
+"""Training: it learns, resumes exactly after a kill, stops on NaN, and data parallelism changes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pandas as pd
+import pytest
+
+from configs import default
+from configs import records as records_config
+from data_prep import build_records, synthesize
+from spinejax import checkpointing, input_pipeline, train
+from tests import processes
+
+SECRET = b"train-test-secret-0123456789"
+
+
+@pytest.fixture(scope="module")
+def records_dir(tmp_path_factory):
+    """Lumbar records of 160 synthetic people, with a large validation split (70/30) for a steady MAE."""
+    root = tmp_path_factory.mktemp("train")
+    synthesize.synthesize(root / "cohort", synthesize.CohortSpec(subjects=160, seed=21), workers=2, progress=False)
+    config = records_config.get_config()
+    config.update_from_flattened_dict({"workers": 2, "regions": ("lumbar",), "split_fractions": (0.7, 0.3, 0.0),
+                                       "shards_per_split": 2})
+    build_records.build(root / "cohort", root / "records", config, SECRET, progress=False)
+    return root / "records"
+
+
+def _config(records_dir, **changes):
+    config = default.get_config("cpu")
+    config.data.records_dir = str(records_dir)
+    config.data.region = "lumbar"
+    config.data.eligibility_csv = ""
+    config.update_from_flattened_dict(changes)
+    return config
+
+
+# A very small network and schedule for the tests about mechanics rather than accuracy.
+TINY = {"model.channels": (8, 16), "model.pools": ((2, 2, 2), (1, 2, 2)), "model.head_channels": 8,
+        "batch_size": 8, "num_train_steps": 40, "checkpoint_every": 4, "eval_every": 1000, "log_every": 5,
+        "optimizer.warmup_steps": 5}
+
+
+def _flags(config) -> list[str]:
+    """The config as --config.key=value overrides of configs/default.py:cpu."""
+    flat = {}
+
+    def walk(tree, prefix):
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat[f"{prefix}{key}"] = value
+    walk(config.to_dict(), "")
+    base = default.get_config("cpu")
+    out = []
+    for key, value in flat.items():
+        if value != _get(base, key):
+            out.append(f"--config.{key}={_as_flag(value)}")
+    return out
+
+
+def _get(config, dotted):
+    for part in dotted.split("."):
+        config = config[part]
+    return config
+
+
+def _as_flag(value):
+    if isinstance(value, (tuple, list)):
+        return "(" + ",".join(_as_flag(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    return str(value)
+
+
+def _main(config, workdir, *extra) -> list[str]:
+    return [sys.executable, "-m", "spinejax.main", "--config=configs/default.py:cpu", f"--workdir={workdir}",
+            *_flags(config), *extra]
+
+
+def _saved_params(workdir, step=None) -> dict:
+    manager = checkpointing.manager(workdir, keep=2, read_only=True)
+    step = manager.latest_step() if step is None else step
+    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+    flat = {}
+
+    def walk(tree, prefix):
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}/")
+            else:
+                flat[f"{prefix}{key}"] = np.asarray(value)
+    walk({"params": state["params"], "batch_stats": state["batch_stats"]}, "")
+    return flat
+
+
+def test_training_learns_age_and_writes_its_logs(records_dir, tmp_path):
+    config = _config(records_dir, num_train_steps=160, eval_every=80, checkpoint_every=80, log_every=20,
+                     **{"optimizer.warmup_steps": 20})
+    summary = train.train_and_evaluate(config, tmp_path)
+    _, validation = train.selections(config)
+    train_ages = input_pipeline.select(records_dir, "lumbar", "train").rows["age"]
+    baseline = np.mean(np.abs(validation.rows["age"] - train_ages.mean()))
+    assert summary["step"] == 160 and summary["val_n"] == len(validation.rows) >= 30
+    assert summary["val_mae"] < 0.65 * baseline, (summary, baseline)
+    assert summary["val_pearson_r"] > 0.6
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines if m["kind"] == "eval"] == [80, 160]
+    assert [m["step"] for m in lines if m["kind"] == "train"] == list(range(20, 161, 20))
+    assert lines[-1]["val_mae"] == pytest.approx(summary["val_mae"])
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["plan_hash"] == json.loads((records_dir / "manifest.json").read_text())["plan_hash"]
+    assert run["head"]["mean_years"] == pytest.approx(train_ages.mean())
+    assert json.loads((tmp_path / "config.json").read_text())["model"]["channels"] == list(config.model.channels)
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert summary["best_step"] in (80, 160)
+
+
+def test_a_killed_run_resumes_to_exactly_the_same_parameters(records_dir, tmp_path):
+    config = _config(records_dir, **TINY, **{"data.worker_count": 2})
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    processes.run(_main(config, straight))
+    processes.kill_when(_main(config, interrupted), interrupted / "checkpoints", "*/commit_success.txt", 1)
+    resumed_from = checkpointing.manager(interrupted, keep=2, read_only=True).latest_step()
+    assert resumed_from is not None and resumed_from < 40
+    processes.run(_main(config, interrupted))
+    a, b = _saved_params(straight), _saved_params(interrupted)
+    assert a.keys() == b.keys() and len(a) > 10
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    # The metrics log holds each logged step (every 5, and every checkpoint) once, whatever was redone.
+    steps = [json.loads(line)["step"] for line in (interrupted / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["kind"] == "train"]
+    assert steps == sorted(set(range(5, 41, 5)) | set(range(4, 41, 4)))
+
+
+def test_resuming_under_another_config_is_refused(records_dir, tmp_path):
+    config = _config(records_dir, **{**TINY, "num_train_steps": 4})
+    train.train_and_evaluate(config, tmp_path)
+    config.loss.name = "l2"
+    with pytest.raises(ValueError, match="loss.name"):
+        train.train_and_evaluate(config, tmp_path)
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_only_finite_checkpoints(records_dir, tmp_path):
+    config = _config(records_dir, **{**TINY, "checkpoint_every": 1, "log_every": 1,
+                                     "optimizer.learning_rate": 1e30, "optimizer.warmup_steps": 0,
+                                     "optimizer.grad_clip_norm": 1e30})
+    with pytest.raises(train.NonFiniteError, match="not finite"):
+        train.train_and_evaluate(config, tmp_path)
+    manager = checkpointing.manager(tmp_path, keep=2, read_only=True)
+    assert manager.latest_step() is not None
+    for step in manager.all_steps():
+        assert all(np.isfinite(v).all() for v in _saved_params(tmp_path, step).values())
+
+
+def test_records_of_another_plan_are_refused(records_dir, tmp_path):
+    config = _config(records_dir, **TINY, **{"data.plan_hash": "0123456789abcdef"})
+    with pytest.raises(ValueError, match="rebuild the records"):
+        train.train_and_evaluate(config, tmp_path)
+
+
+def test_eligibility_restricts_training_and_validation(records_dir, tmp_path):
+    index = pd.read_csv(records_dir / "index.csv", dtype=str)
+    table = index[index.region == "lumbar"][["series_key", "subject_key"]].drop_duplicates()
+    table["eligible"] = [i % 3 != 0 for i in range(len(table))]
+    table.to_csv(tmp_path / "eligibility.csv", index=False)
+    config = _config(records_dir, **{"data.eligibility_csv": str(tmp_path / "eligibility.csv")})
+    train_rows, validation = train.selections(config)
+    for selection in (train_rows, validation):
+        assert selection.rows["eligible"].all()
+        everyone = input_pipeline.select(records_dir, "lumbar", selection.split)
+        assert len(selection.rows) == everyone.rows["series_key"].map(
+            dict(zip(table.series_key, table.eligible))).sum()
+    table.iloc[1:].to_csv(tmp_path / "eligibility.csv", index=False)
+    with pytest.raises(ValueError, match="not in the eligibility table"):
+        train.selections(config)
+
+
+DATA_PARALLEL_CHECK = """
+import json
+import jax, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from configs import default
+from spinejax import losses, models, steps
+assert jax.device_count() == 4
+config = default.get_config("cpu")
+head = losses.AgeHead(loss="l1", mean_years=50.0, sd_years=10.0)
+rng = np.random.default_rng(0)
+batch = {"volume": rng.normal(size=(8, 16, 32, 32, 1)).astype(np.float32),
+         "age": rng.uniform(30, 80, 8).astype(np.float32), "weight": np.ones(8, np.float32)}
+results = []
+for devices in ([jax.devices()[0]], jax.devices()):
+    mesh = Mesh(np.asarray(devices), ("data",))
+    replicated = NamedSharding(mesh, P())
+    model = models.build(config.model, 1)
+    tx = steps.make_optimizer(config.optimizer, 10)
+    state = jax.jit(lambda: steps.create_train_state(model, head, tx, (16, 32, 32, 1), 0),
+                    out_shardings=replicated)()
+    train_step, predict_step = steps.jit_steps(mesh, jax.tree.map(lambda _: replicated, state))
+    sharded = jax.device_put(batch, NamedSharding(mesh, P("data")))
+    assert len(sharded["volume"].sharding.device_set) == len(devices)
+    for _ in range(3):
+        state, metrics = train_step(state, sharded)
+    leaves = [np.asarray(x) for x in jax.tree.leaves((state.params, state.batch_stats))]
+    results.append((leaves, float(metrics["loss"]), np.asarray(predict_step(state, sharded["volume"]))))
+(one, loss_one, pred_one), (four, loss_four, pred_four) = results
+print(json.dumps({"max_param_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(one, four)),
+                  "max_param": max(float(np.max(np.abs(a))) for a in one),
+                  "loss": [loss_one, loss_four], "max_pred_diff": float(np.max(np.abs(pred_one - pred_four)))}))
+"""
+
+
+def _env(devices: int) -> dict:
+    return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
+
+
+def test_four_devices_make_the_same_update_as_one():
+    out = subprocess.run([sys.executable, "-c", DATA_PARALLEL_CHECK], cwd=processes.REPO, env=_env(4),
+                         capture_output=True, text=True, check=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["loss"][0] == pytest.approx(result["loss"][1], rel=1e-5)
+    assert result["max_param_diff"] < 1e-5 * max(1.0, result["max_param"])
+    assert result["max_pred_diff"] < 1e-3  # years
+
+
+def test_two_processes_train_together_and_agree(records_dir, tmp_path):
+    config = _config(records_dir, **{**TINY, "num_train_steps": 12, "checkpoint_every": 6, "log_every": 3,
+                                     "eval_every": 12})
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    workers = [subprocess.Popen(_main(config, tmp_path, f"--coordinator=localhost:{port}", "--num_processes=2",
+                                      f"--process_id={i}"), cwd=processes.REPO, env=_env(2),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outputs = [w.communicate(timeout=300)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    prints = [next(line for line in out.splitlines() if "params sha256" in line) for out in outputs]
+    assert prints[0].startswith("process 0/2: step 12") and prints[1].startswith("process 1/2: step 12")
+    assert prints[0].split()[-1] == prints[1].split()[-1]
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert (run["devices"], run["processes"]) == (4, 2)
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines if m["kind"] == "train"] == [3, 6, 9, 12]  # written once, by process 0
+    assert checkpointing.manager(tmp_path, keep=2, read_only=True).all_steps() == [6, 12]
