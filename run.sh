@@ -60,9 +60,26 @@ pipeline() {
   stage "eligibility against the synthetic truth -> ${RUN_DIR}/eligibility/truth_check.json" \
     "${PY}" -m analysis.eligibility_truth --cohort="${RUN_DIR}/cohort" --eligibility="${RUN_DIR}/eligibility" \
     --secret_file="${key}"
+  stage "training (CPU preset, eligible subjects, whole spine) -> ${RUN_DIR}/train" \
+    "${PY}" -m spinejax.main --config=configs/default.py:cpu --workdir="${RUN_DIR}/train" \
+    --config.data.records_dir="${RUN_DIR}/records" \
+    --config.data.eligibility_csv="${RUN_DIR}/eligibility/eligibility.csv"
+  if [ "${RUN_DIR}/train/predictions/metrics.json" -nt "${RUN_DIR}/train/summary.json" ]; then
+    echo "==> evaluation: predictions are newer than the trained model; skipped"
+  else
+    stage "evaluation (best checkpoint, every split) -> ${RUN_DIR}/train/predictions" \
+      "${PY}" -m spinejax.evaluate --workdir="${RUN_DIR}/train"
+  fi
+  # Associations on validation and test subjects pooled: the default cohort's test split alone is small.
+  stage "bias correction, spine age gap, associations, report -> ${RUN_DIR}/train/analysis" \
+    "${PY}" -m analysis.report --workdir="${RUN_DIR}/train" --pooled \
+    --ground_truth="${RUN_DIR}/cohort/ground_truth.json" --eligibility_dir="${RUN_DIR}/eligibility"
   echo "cohort: ${RUN_DIR}/cohort (reports.csv, dicom/, nifti/, masks/, ground_truth.json)"
   echo "records: ${RUN_DIR}/records (<region>/<split>-*.array_record, index.csv, failures.csv, manifest.json, qc_*.png)"
   echo "eligibility: ${RUN_DIR}/eligibility (eligibility.csv, clusters.csv, pictures, truth_check.json)"
+  echo "training: ${RUN_DIR}/train (checkpoints/, metrics.jsonl, tensorboard/, config.json, run.json, summary.json)"
+  echo "predictions: ${RUN_DIR}/train/predictions (<split>.csv, metrics.json)"
+  echo "report: ${RUN_DIR}/train/analysis/report.html"
 }
 
 case "${1:-all}" in

@@ -24,7 +24,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from spinejax import age_metrics, checkpointing, distributed, input_pipeline, losses, models, steps
+from spinejax import age_metrics, checkpointing, distributed, inference, input_pipeline, losses, models, steps
 from spinejax.metric_writer import MetricWriter
 
 # Config keys a resumed run may change: they do not alter what is computed.
@@ -56,23 +56,6 @@ def build_state(config, head: losses.AgeHead, grid, total_steps: int, mesh):
     state = jax.jit(lambda: steps.create_train_state(model, head, tx, (*grid, 1), config.seed),
                     out_shardings=replicated)()
     return state, jax.tree.map(lambda _: replicated, state)
-
-
-def predict(predict_step, state, selection: input_pipeline.Selection, mesh, global_batch: int,
-            worker_count: int = 0) -> np.ndarray:
-    """Predicted age (years) of every record of `selection`, in its row order: [n] float64, on every process."""
-    count = len(selection.rows)
-    loader = input_pipeline.eval_loader(selection, global_batch=global_batch, process_count=jax.process_count(),
-                                        process_index=jax.process_index(), worker_count=worker_count)
-    layout = input_pipeline.eval_layout(count, global_batch, jax.process_count(), jax.process_index())
-    outputs, seen = [], []
-    for local in loader:
-        batch = distributed.global_batch(mesh, {"volume": local["volume"]})
-        outputs.append(distributed.gather(predict_step(state, batch["volume"])))
-        seen.append(local["index"])
-    if not np.array_equal(np.concatenate(seen), layout):
-        raise RuntimeError("evaluation input came back out of order")
-    return np.concatenate(outputs)[:count].astype(np.float64)
 
 
 def params_fingerprint(state) -> str:
@@ -113,6 +96,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
         _check_resumable(workdir / "config.json", config)
         state = checkpointing.restore(checkpoints, start, checkpointing.abstract_like(state, state_sharding),
                                       iterator)
+    if start >= total_steps and (workdir / "summary.json").is_file():
+        print(f"{workdir}: already trained to step {start} of {total_steps}; nothing to do", flush=True)
+        return json.loads((workdir / "summary.json").read_text())
     run_facts = {"plan_hash": train_rows.plan_hash, "region": train_rows.region,
                  "grid": list(train_rows.grid), "head": dataclasses.asdict(head), "total_steps": total_steps,
                  "steps_per_epoch": steps_per_epoch, "train_records": len(train_rows.rows),
@@ -143,7 +129,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
                 _log_train(writer, step, total_steps, pending, timer)
                 pending = []
             if evaluate_now:
-                predicted = predict(predict_step, state, val_rows, mesh, config.batch_size)
+                predicted = inference.predict(predict_step, state, val_rows, mesh, config.batch_size)
                 last_eval = {f"val_{k}": v for k, v in
                              age_metrics.age_metrics(predicted, val_rows.rows["age"].to_numpy()).items()}
                 writer.write(step, last_eval, "eval")

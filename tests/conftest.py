@@ -8,7 +8,8 @@ import json
 import pandas as pd
 import pytest
 
-from data_prep import synthesize
+from configs import records as records_config
+from data_prep import build_records, synthesize
 from data_prep.phantom import population
 
 # A small cohort that still holds every kind of case: abnormal spines, rescans, follow-ups, NIfTI.
@@ -36,3 +37,15 @@ def truth(cohort):
 @pytest.fixture(scope="session")
 def reports(cohort):
     return pd.read_csv(cohort / "reports.csv")
+
+
+@pytest.fixture(scope="session")
+def training_records(tmp_path_factory):
+    """Lumbar records of 200 synthetic people split 60/20/20 (validation and test large enough for a steady MAE)."""
+    root = tmp_path_factory.mktemp("training")
+    synthesize.synthesize(root / "cohort", synthesize.CohortSpec(subjects=200, seed=21), workers=2, progress=False)
+    config = records_config.get_config()
+    config.update_from_flattened_dict({"workers": 2, "regions": ("lumbar",), "split_fractions": (0.6, 0.2, 0.2),
+                                       "shards_per_split": 2})
+    build_records.build(root / "cohort", root / "records", config, b"training-records-secret-0123", progress=False)
+    return root / "records"

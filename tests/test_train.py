@@ -14,29 +14,13 @@ import pandas as pd
 import pytest
 
 from configs import default
-from configs import records as records_config
-from data_prep import build_records, synthesize
 from spinejax import checkpointing, input_pipeline, train
 from tests import processes
 
-SECRET = b"train-test-secret-0123456789"
 
-
-@pytest.fixture(scope="module")
-def records_dir(tmp_path_factory):
-    """Lumbar records of 160 synthetic people, with a large validation split (70/30) for a steady MAE."""
-    root = tmp_path_factory.mktemp("train")
-    synthesize.synthesize(root / "cohort", synthesize.CohortSpec(subjects=160, seed=21), workers=2, progress=False)
-    config = records_config.get_config()
-    config.update_from_flattened_dict({"workers": 2, "regions": ("lumbar",), "split_fractions": (0.7, 0.3, 0.0),
-                                       "shards_per_split": 2})
-    build_records.build(root / "cohort", root / "records", config, SECRET, progress=False)
-    return root / "records"
-
-
-def _config(records_dir, **changes):
+def _config(training_records, **changes):
     config = default.get_config("cpu")
-    config.data.records_dir = str(records_dir)
+    config.data.records_dir = str(training_records)
     config.data.region = "lumbar"
     config.data.eligibility_csv = ""
     config.update_from_flattened_dict(changes)
@@ -101,12 +85,12 @@ def _saved_params(workdir, step=None) -> dict:
     return flat
 
 
-def test_training_learns_age_and_writes_its_logs(records_dir, tmp_path):
-    config = _config(records_dir, num_train_steps=160, eval_every=80, checkpoint_every=80, log_every=20,
+def test_training_learns_age_and_writes_its_logs(training_records, tmp_path):
+    config = _config(training_records, num_train_steps=160, eval_every=80, checkpoint_every=80, log_every=20,
                      **{"optimizer.warmup_steps": 20})
     summary = train.train_and_evaluate(config, tmp_path)
     _, validation = train.selections(config)
-    train_ages = input_pipeline.select(records_dir, "lumbar", "train").rows["age"]
+    train_ages = input_pipeline.select(training_records, "lumbar", "train").rows["age"]
     baseline = np.mean(np.abs(validation.rows["age"] - train_ages.mean()))
     assert summary["step"] == 160 and summary["val_n"] == len(validation.rows) >= 30
     assert summary["val_mae"] < 0.65 * baseline, (summary, baseline)
@@ -116,15 +100,15 @@ def test_training_learns_age_and_writes_its_logs(records_dir, tmp_path):
     assert [m["step"] for m in lines if m["kind"] == "train"] == list(range(20, 161, 20))
     assert lines[-1]["val_mae"] == pytest.approx(summary["val_mae"])
     run = json.loads((tmp_path / "run.json").read_text())
-    assert run["plan_hash"] == json.loads((records_dir / "manifest.json").read_text())["plan_hash"]
+    assert run["plan_hash"] == json.loads((training_records / "manifest.json").read_text())["plan_hash"]
     assert run["head"]["mean_years"] == pytest.approx(train_ages.mean())
     assert json.loads((tmp_path / "config.json").read_text())["model"]["channels"] == list(config.model.channels)
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert summary["best_step"] in (80, 160)
 
 
-def test_a_killed_run_resumes_to_exactly_the_same_parameters(records_dir, tmp_path):
-    config = _config(records_dir, **TINY, **{"data.worker_count": 2})
+def test_a_killed_run_resumes_to_exactly_the_same_parameters(training_records, tmp_path):
+    config = _config(training_records, **TINY, **{"data.worker_count": 2})
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     processes.run(_main(config, straight))
     processes.kill_when(_main(config, interrupted), interrupted / "checkpoints", "*/commit_success.txt", 1)
@@ -141,16 +125,16 @@ def test_a_killed_run_resumes_to_exactly_the_same_parameters(records_dir, tmp_pa
     assert steps == sorted(set(range(5, 41, 5)) | set(range(4, 41, 4)))
 
 
-def test_resuming_under_another_config_is_refused(records_dir, tmp_path):
-    config = _config(records_dir, **{**TINY, "num_train_steps": 4})
+def test_resuming_under_another_config_is_refused(training_records, tmp_path):
+    config = _config(training_records, **{**TINY, "num_train_steps": 4})
     train.train_and_evaluate(config, tmp_path)
     config.loss.name = "l2"
     with pytest.raises(ValueError, match="loss.name"):
         train.train_and_evaluate(config, tmp_path)
 
 
-def test_non_finite_loss_stops_the_run_and_keeps_only_finite_checkpoints(records_dir, tmp_path):
-    config = _config(records_dir, **{**TINY, "checkpoint_every": 1, "log_every": 1,
+def test_non_finite_loss_stops_the_run_and_keeps_only_finite_checkpoints(training_records, tmp_path):
+    config = _config(training_records, **{**TINY, "checkpoint_every": 1, "log_every": 1,
                                      "optimizer.learning_rate": 1e30, "optimizer.warmup_steps": 0,
                                      "optimizer.grad_clip_norm": 1e30})
     with pytest.raises(train.NonFiniteError, match="not finite"):
@@ -161,22 +145,22 @@ def test_non_finite_loss_stops_the_run_and_keeps_only_finite_checkpoints(records
         assert all(np.isfinite(v).all() for v in _saved_params(tmp_path, step).values())
 
 
-def test_records_of_another_plan_are_refused(records_dir, tmp_path):
-    config = _config(records_dir, **TINY, **{"data.plan_hash": "0123456789abcdef"})
+def test_records_of_another_plan_are_refused(training_records, tmp_path):
+    config = _config(training_records, **TINY, **{"data.plan_hash": "0123456789abcdef"})
     with pytest.raises(ValueError, match="rebuild the records"):
         train.train_and_evaluate(config, tmp_path)
 
 
-def test_eligibility_restricts_training_and_validation(records_dir, tmp_path):
-    index = pd.read_csv(records_dir / "index.csv", dtype=str)
+def test_eligibility_restricts_training_and_validation(training_records, tmp_path):
+    index = pd.read_csv(training_records / "index.csv", dtype=str)
     table = index[index.region == "lumbar"][["series_key", "subject_key"]].drop_duplicates()
     table["eligible"] = [i % 3 != 0 for i in range(len(table))]
     table.to_csv(tmp_path / "eligibility.csv", index=False)
-    config = _config(records_dir, **{"data.eligibility_csv": str(tmp_path / "eligibility.csv")})
+    config = _config(training_records, **{"data.eligibility_csv": str(tmp_path / "eligibility.csv")})
     train_rows, validation = train.selections(config)
     for selection in (train_rows, validation):
         assert selection.rows["eligible"].all()
-        everyone = input_pipeline.select(records_dir, "lumbar", selection.split)
+        everyone = input_pipeline.select(training_records, "lumbar", selection.split)
         assert len(selection.rows) == everyone.rows["series_key"].map(
             dict(zip(table.series_key, table.eligible))).sum()
     table.iloc[1:].to_csv(tmp_path / "eligibility.csv", index=False)
@@ -231,8 +215,8 @@ def test_four_devices_make_the_same_update_as_one():
     assert result["max_pred_diff"] < 1e-3  # years
 
 
-def test_two_processes_train_together_and_agree(records_dir, tmp_path):
-    config = _config(records_dir, **{**TINY, "num_train_steps": 12, "checkpoint_every": 6, "log_every": 3,
+def test_two_processes_train_together_and_agree(training_records, tmp_path):
+    config = _config(training_records, **{**TINY, "num_train_steps": 12, "checkpoint_every": 6, "log_every": 3,
                                      "eval_every": 12})
     with socket.socket() as s:
         s.bind(("localhost", 0))

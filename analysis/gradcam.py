@@ -1,0 +1,127 @@
+"""Grad-CAM: where in the spine the age model looks.
+
+    python -m analysis.gradcam --workdir=DIR [--n=8] [--split=test] [--checkpoint=best]
+
+For each record, the Grad-CAM map (Selvaraju et al. 2017) of the last convolutional block: channel
+weights are the spatial mean of the gradient of the predicted age (years) with respect to that block's
+feature map, the map is ReLU(sum of weighted channels), upsampled to the input grid. Writes DIR/gradcam/:
+    examples.png       the map over the mid-sagittal slice of `n` records spread over the age range
+    region_shares.csv  the share of attribution (sum of the map) falling on cervical, thoracic and lumbar
+                       vertebrae and discs, and on discs against vertebrae, mean and sd over the split
+The records carry the TotalSpineSeg label map on the model's grid, so shares need no other input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from absl import app, flags
+
+from analysis import figures
+from data_prep import spine_labels
+from spinejax import evaluate as evaluation
+from spinejax import input_pipeline, losses, models, records
+
+
+def gradcam_fn(model: models.AgeCNN, head: losses.AgeHead):
+    """jit-able f(variables, volume [batch, S, H, W, 1]) -> (map [batch, S, H, W] >= 0, predicted age [batch])."""
+
+    def fn(variables, volume):
+        _, features = model.apply(variables, volume, train=False, return_features=True)
+        dense = variables["params"]["Dense_0"]
+
+        def age_of(feature_map):  # the layers after the feature map: global mean pool and the dense head
+            output = nn.Dense(head.outputs).apply({"params": dense}, feature_map.mean(axis=(1, 2, 3)))
+            return losses.predicted_age(output, head)
+
+        age, pullback = jax.vjp(age_of, features)
+        (gradient,) = pullback(jnp.ones_like(age))
+        weights = gradient.mean(axis=(1, 2, 3), keepdims=True)
+        cam = jax.nn.relu((weights * features).sum(axis=-1))
+        cam = jax.image.resize(cam, (cam.shape[0], *volume.shape[1:4]), "linear")
+        return jnp.maximum(cam, 0.0), age
+
+    return fn
+
+
+def region_shares(cam: np.ndarray, labels: np.ndarray) -> dict:
+    """Shares of the map's sum on each region's vertebrae and discs, and on discs vs vertebrae.
+
+    cam, labels: [S, H, W] (labels: TotalSpineSeg). The rest of the map (canal, cord, soft tissue in the
+    dilated mask) is 'other'. Shares sum to 1 over cervical + thoracic + lumbar + other.
+    """
+    total = float(cam.sum())
+    if total <= 0:
+        return {}
+    shares = {region: float(cam[np.isin(labels, spine_labels.labels_of_region(region))].sum()) / total
+              for region in spine_labels.REGIONS}
+    shares["other"] = 1.0 - sum(shares.values())
+    discs = [spine_labels.disc_label(level) for level in spine_labels.DISC_LEVELS]
+    vertebrae = [spine_labels.vertebra_label(name) for name in spine_labels.VERTEBRAE]
+    shares["discs"] = float(cam[np.isin(labels, discs)].sum()) / total
+    shares["vertebrae"] = float(cam[np.isin(labels, vertebrae)].sum()) / total
+    return shares
+
+
+def run(workdir, n: int = 8, split: str = "test", checkpoint: str = "best", batch: int = 8) -> pd.DataFrame:
+    """Maps of every record of `split`; writes the figure and the shares (module docstring)."""
+    workdir = Path(workdir)
+    config, run_facts, head = evaluation.load_run(workdir)
+    state, _, step, _ = evaluation.restore(workdir, checkpoint)
+    model = models.build(config.model, head.outputs)
+    fn = jax.jit(gradcam_fn(model, head))
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    selection = input_pipeline.select(config.data.records_dir, run_facts["region"], split,
+                                      plan_hash=run_facts["plan_hash"])
+    source = input_pipeline.RecordSource(selection.paths, selection.rows["source_index"])
+    rows, examples = [], {}
+    chosen = set(selection.rows["age"].sort_values().index[np.linspace(0, len(selection.rows) - 1, n).astype(int)])
+    for start in range(0, len(selection.rows), batch):
+        decoded = [records.decode(source[i][1], run_facts["plan_hash"])
+                   for i in range(start, min(start + batch, len(selection.rows)))]
+        if "labels" not in decoded[0]:
+            raise ValueError(f"{config.data.records_dir}: records of schema without label maps; rebuild them")
+        volume = np.stack([d["volume"].astype(np.float32) for d in decoded])[..., None]
+        cams, ages = jax.device_get(fn(variables, volume))
+        for k, (d, cam, age) in enumerate(zip(decoded, cams, ages)):
+            i = start + k
+            rows.append({"series_key": d["series_key"], "age": d["age"], "predicted_age": float(age),
+                         **region_shares(cam, d["labels"])})
+            if i in chosen:
+                examples[i] = (d["volume"].astype(np.float32), d["labels"], cam, d["age"], float(age))
+    out = workdir / "gradcam"
+    out.mkdir(exist_ok=True)
+    table = pd.DataFrame(rows)
+    share_columns = [c for c in table.columns if c not in ("series_key", "age", "predicted_age")]
+    summary = pd.DataFrame({"share": share_columns, "mean": table[share_columns].mean().to_numpy(),
+                            "sd": table[share_columns].std().to_numpy(), "records": len(table),
+                            "split": split, "checkpoint_step": step})
+    summary.to_csv(out / "region_shares.csv", index=False)
+    (out / "examples.png").write_bytes(figures.gradcam_examples([examples[i] for i in sorted(examples)]))
+    return summary
+
+
+def define_flags():
+    flags.DEFINE_string("workdir", None, "a trained spinejax workdir")
+    flags.DEFINE_integer("n", 8, "examples to draw")
+    flags.DEFINE_string("split", "test", "split to map")
+    flags.DEFINE_string("checkpoint", "best", "'best', 'latest' or a step")
+    flags.mark_flag_as_required("workdir")
+
+
+def main(argv):
+    del argv
+    f = flags.FLAGS
+    summary = run(f.workdir, f.n, f.split, f.checkpoint)
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"Grad-CAM: {Path(f.workdir) / 'gradcam'}")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

@@ -1,0 +1,163 @@
+"""Bias correction, spine age gap, associations, figures and one self-contained HTML report.
+
+    python -m analysis.report --workdir=DIR [--method=linear|residual|none] [--fit_on=eligible|all]
+        [--pooled] [--ground_truth=COHORT/ground_truth.json] [--eligibility_dir=DIR]
+
+Reads DIR/predictions/{validation,test}.csv (spinejax.evaluate) and the records' keyed reports table
+(RECORDS_DIR/reports.csv: lifestyle and pathology per series). Writes DIR/analysis/:
+    bias_correction.json   method and coefficients, fitted on validation subjects
+    sag.csv                every validation and test record with raw and corrected age and SAG
+    accuracy.csv           MAE, RMSE, R2, r and gap-age r per split, before and after correction
+    associations.csv       SAG ~ factor + age + age^2 + sex + site per factor (test subjects; validation
+                           and test pooled with --pooled): effect, 95% CI, HC3 p, BH q
+    planted_vs_estimated.csv  with --ground_truth (synthetic cohorts): planted lifestyle effects against
+                           the estimates
+    report.html            all of it with the figures embedded (plus Grad-CAM and eligibility pictures
+                           when DIR/gradcam/ and the eligibility folder hold them)
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import importlib.metadata
+import json
+from pathlib import Path
+
+import pandas as pd
+from absl import app, flags
+
+from analysis import associations, figures, spine_age_gap
+
+LIBRARIES = ("jax", "flax", "optax", "orbax-checkpoint", "grain", "numpy", "pandas", "statsmodels", "matplotlib")
+
+
+def analyse(workdir, method: str = "linear", fit_on: str = "eligible", pooled: bool = False,
+            ground_truth: str | None = None) -> dict:
+    """Writes the tables of the module docstring; returns them (DataFrames) with the coefficients."""
+    workdir = Path(workdir)
+    out = workdir / "analysis"
+    out.mkdir(parents=True, exist_ok=True)
+    config = json.loads((workdir / "config.json").read_text())
+    table = spine_age_gap.load_predictions(workdir)
+    coefficients, table = spine_age_gap.correct(table, method, fit_on)
+    (out / "bias_correction.json").write_text(json.dumps(coefficients, indent=2) + "\n")
+    table.to_csv(out / "sag.csv", index=False)
+    accuracy = spine_age_gap.accuracy(table)
+    accuracy.to_csv(out / "accuracy.csv", index=False)
+
+    reports_path = Path(config["data"]["records_dir"]) / "reports.csv"
+    if not reports_path.is_file():
+        raise FileNotFoundError(f"{reports_path}: the records' reports table is needed for the associations")
+    reports = pd.read_csv(reports_path, dtype={"series_key": str, "subject_key": str, "sex": str, "site": str},
+                          keep_default_na=False, na_values=[""]).copy()  # copy: one block, not 220
+    splits = ("validation", "test") if pooled else ("test",)
+    subjects = associations.one_series_per_subject(table[table["split"].isin(splits)])
+    joined = subjects.merge(reports.drop(columns=["subject_key", "split", "age", "sex", "site"]), on="series_key",
+                            how="left", validate="one_to_one", indicator=True)
+    missing = int((joined.pop("_merge") == "left_only").sum())
+    if missing:
+        raise ValueError(f"{reports_path}: {missing} of {len(joined)} predicted series are not in the reports "
+                         "table; were the predictions made from these records?")
+    lifestyle = [c for c in reports.columns if c not in ("series_key", "subject_key", "split", "age", "sex", "site")
+                 and "__" not in c]
+    factors = associations.factor_table(joined, lifestyle)
+    result = associations.associate(joined, factors, lifestyle)
+    result.insert(0, "subjects", f"{'+'.join(splits)}")
+    result.to_csv(out / "associations.csv", index=False)
+    planted = None
+    if ground_truth:
+        planted = json.loads(Path(ground_truth).read_text())["planted_effects_years"]
+        associations.against_planted(result, planted).to_csv(out / "planted_vs_estimated.csv", index=False)
+    return {"coefficients": coefficients, "table": table, "accuracy": accuracy, "associations": result,
+            "joined": joined, "factors": factors, "lifestyle": lifestyle, "planted": planted, "splits": splits}
+
+
+def write_html(workdir, results: dict, eligibility_dir: str | None = None) -> Path:
+    """DIR/analysis/report.html: tables and figures, self-contained (images as data URIs)."""
+    workdir = Path(workdir)
+    test = results["table"][results["table"]["split"] == "test"]
+    joined, factors = results["joined"], results["factors"]
+    any_level = [c for c in factors.columns if "@" not in c]
+    sections = [
+        ("Accuracy before and after bias correction",
+         _table(results["accuracy"]) + "<p>Correction uses each person's true age, which inflates R2 and r of "
+         "corrected ages: read the uncorrected rows for accuracy.</p>"
+         + f"<p>Correction: <code>{html.escape(json.dumps(results['coefficients']))}</code></p>"),
+        ("Predicted against chronological age (test)", _img(figures.predicted_vs_age(test, "test split"))),
+        ("Bland-Altman (test)", _img(figures.bland_altman(test))),
+        ("Gap against age, before and after correction (test)", _img(figures.gap_vs_age(test))),
+        ("SAG by condition and lifestyle (" + "+".join(results["splits"]) + " subjects)",
+         _img(figures.sag_by_factor(joined, factors, any_level))),
+        ("Associations", _img(figures.forest(results["associations"], results["planted"]))
+         + _table(results["associations"])),
+    ]
+    if results["planted"]:
+        planted = pd.read_csv(workdir / "analysis" / "planted_vs_estimated.csv")
+        sections.append(("Planted lifestyle effects (synthetic cohort) against the estimates", _table(planted)))
+    gradcam = sorted((workdir / "gradcam").glob("*.png")) if (workdir / "gradcam").is_dir() else []
+    if gradcam:
+        shares = workdir / "gradcam" / "region_shares.csv"
+        body = "".join(_img(p.read_bytes()) for p in gradcam)
+        if shares.is_file():
+            body += _table(pd.read_csv(shares))
+        sections.append(("Grad-CAM: where the model looks", body))
+    if eligibility_dir and Path(eligibility_dir).is_dir():
+        pictures = sorted(Path(eligibility_dir).glob("*.png"))
+        if pictures:
+            sections.append(("Normal-spine eligibility", "".join(_img(p.read_bytes()) for p in pictures)))
+    sections.append(("Provenance", _provenance(workdir)))
+    body = "".join(f"<h2>{html.escape(title)}</h2>\n{content}\n" for title, content in sections)
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>spinejax report: {html.escape(workdir.name)}"
+            "</title><style>body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}"
+            "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}"
+            "img{max-width:100%;display:block;margin:0.5em 0}</style></head><body>"
+            f"<h1>spinejax report: {html.escape(str(workdir))}</h1>\n{body}</body></html>\n")
+    path = workdir / "analysis" / "report.html"
+    path.write_text(page)
+    return path
+
+
+def _img(png: bytes) -> str:
+    return f"<img alt='figure' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+
+
+def _table(frame: pd.DataFrame) -> str:
+    return frame.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="")
+
+
+def _provenance(workdir: Path) -> str:
+    metrics = json.loads((workdir / "predictions" / "metrics.json").read_text())
+    run = json.loads((workdir / "run.json").read_text())
+    versions = {name: importlib.metadata.version(name) for name in LIBRARIES}
+    facts = {"checkpoint step": metrics["checkpoint_step"], "plan hash": run["plan_hash"],
+             "region": run["region"], "records": metrics["records_dir"], "libraries": versions}
+    return (f"<pre>{html.escape(json.dumps(facts, indent=2))}</pre><details><summary>config.json</summary><pre>"
+            f"{html.escape((workdir / 'config.json').read_text())}</pre></details>")
+
+
+def define_flags():
+    flags.DEFINE_string("workdir", None, "a trained and evaluated spinejax workdir")
+    flags.DEFINE_enum("method", "linear", ["linear", "residual", "none"], "bias correction")
+    flags.DEFINE_enum("fit_on", "eligible", ["eligible", "all"], "validation subjects the correction is fitted on")
+    flags.DEFINE_bool("pooled", False, "associations on validation and test subjects pooled (default: test)")
+    flags.DEFINE_string("ground_truth", None, "synthetic cohorts: ground_truth.json, to compare planted effects")
+    flags.DEFINE_string("eligibility_dir", None, "eligibility output folder, to include its pictures")
+    flags.mark_flag_as_required("workdir")
+
+
+def main(argv):
+    del argv
+    f = flags.FLAGS
+    results = analyse(f.workdir, f.method, f.fit_on, f.pooled, f.ground_truth)
+    path = write_html(f.workdir, results, f.eligibility_dir)
+    accuracy = results["accuracy"]
+    for _, r in accuracy[accuracy["split"] == "test"].iterrows():
+        print(f"test, {r['stage']}: MAE {r['mae']:.2f} y, R2 {r['r2']:.3f}, r {r['pearson_r']:.3f}, "
+              f"gap-age r {r['gap_age_r']:+.3f} (n={r['n']})")
+    print(f"report: {path}")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

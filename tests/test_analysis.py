@@ -1,0 +1,96 @@
+"""Bias correction and the SAG association analysis, against known truth."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import associations, bias_correction, spine_age_gap
+from data_prep import synthesize
+
+
+def _regressed_to_the_mean(n=400, seed=0):
+    """Ages and predictions that shrink towards 55 (slope 0.7), the usual bias of age models."""
+    rng = np.random.default_rng(seed)
+    age = rng.uniform(25, 85, n)
+    return age, 0.7 * age + 0.3 * 55 + rng.normal(0, 3, n)
+
+
+@pytest.mark.parametrize("method", ["linear", "residual"])
+def test_correction_removes_the_gap_age_correlation(method):
+    age, predicted = _regressed_to_the_mean()
+    before = np.corrcoef(predicted - age, age)[0, 1]
+    coefficients = bias_correction.fit(method, age[:200], predicted[:200])  # fitted on one half...
+    gap = bias_correction.spine_age_gap(coefficients, age[200:], predicted[200:])  # ...applied to the other
+    assert before < -0.7
+    assert abs(np.corrcoef(gap, age[200:])[0, 1]) < 0.1
+    if method == "linear":
+        assert coefficients["slope"] == pytest.approx(0.7, abs=0.03)
+        assert coefficients["intercept"] == pytest.approx(16.5, abs=2)
+    else:
+        assert coefficients["slope"] == pytest.approx(-0.3, abs=0.03)
+
+
+def test_no_correction_and_bad_fits():
+    age, predicted = _regressed_to_the_mean()
+    none = bias_correction.fit("none", age, predicted)
+    np.testing.assert_array_equal(bias_correction.corrected_age(none, age, predicted), predicted)
+    with pytest.raises(ValueError, match="unknown bias correction"):
+        bias_correction.fit("quadratic", age, predicted)
+    with pytest.raises(ValueError, match="barely follows age"):
+        bias_correction.fit("linear", age, np.full_like(age, 50.0) + np.random.default_rng(1).normal(0, 1, age.size))
+
+
+def test_correction_is_fitted_on_validation_only():
+    age, predicted = _regressed_to_the_mean(300)
+    table = pd.DataFrame({"split": ["validation"] * 150 + ["test"] * 150, "age": age, "predicted_age": predicted,
+                          "eligible": ["True", "False"] * 150})
+    coefficients, _ = spine_age_gap.correct(table, "linear", fit_on="all")
+    changed = table.copy()
+    changed.loc[changed.split == "test", "predicted_age"] += 20  # the test split cannot move the fit
+    assert spine_age_gap.correct(changed, "linear", fit_on="all")[0] == coefficients
+    eligible_only, _ = spine_age_gap.correct(table, "linear", fit_on="eligible")
+    assert eligible_only["n"] == 75 and coefficients["n"] == 150
+
+
+@pytest.fixture(scope="module")
+def oracle(tmp_path_factory):
+    """A reports-only synthetic cohort of 3000 people whose 'model' predicts the biological age exactly."""
+    out = tmp_path_factory.mktemp("oracle") / "cohort"
+    synthesize.synthesize(out, synthesize.CohortSpec(subjects=3000, seed=5, reports_only=True), progress=False)
+    truth = json.loads((out / "ground_truth.json").read_text())
+    reports = pd.read_csv(out / "reports.csv", dtype={"series_id": str, "subject_id": str})
+    reports = reports.rename(columns={"series_id": "series_key", "subject_id": "subject_key"}).copy()
+    bio_age = {s["series_id"]: s["bio_age"] for s in truth["series"]}
+    reports["sag"] = reports["series_key"].map(bio_age) - reports["age"]
+    data = associations.one_series_per_subject(reports)
+    lifestyle = ["smoking", "physical_work", "coffee", "left_handed"]
+    table = associations.associate(data, associations.factor_table(data, lifestyle), lifestyle)
+    return table, truth["planted_effects_years"], data
+
+
+def test_planted_lifestyle_effects_are_recovered_and_null_factors_are_not_found(oracle):
+    table, planted, data = oracle
+    assert data["subject_key"].is_unique and len(data) == 3000
+    check = associations.against_planted(table, planted).set_index("factor")
+    for factor in ("smoking", "physical_work"):
+        assert planted[factor] > 0 and check.loc[factor, "right_sign"] and check.loc[factor, "ci_covers_planted"]
+        assert check.loc[factor, "q"] < 0.001
+    for factor in ("coffee", "left_handed"):
+        assert planted[factor] == 0 and not check.loc[factor, "null_passes_fdr"]
+        assert check.loc[factor, "ci_covers_planted"]
+
+
+def test_age_related_conditions_go_with_an_older_looking_spine(oracle):
+    table, _, _ = oracle
+    rows = table.set_index("factor")
+    for condition in ("disc_bulge", "disc_osteophyte", "canal_stenosis"):
+        assert rows.loc[condition, "effect_years"] > 0 and rows.loc[condition, "q"] < 0.05, condition
+    assert rows["q"].dropna().between(0, 1).all()
+    # Factors nobody has are listed, with the reason, not dropped.
+    untestable = table[table["effect_years"].isna()]
+    assert (untestable["note"] != "").all() and (untestable["n_with"] < 2).all()
+    assert len(table) == 4 + 9 * 4

@@ -1,0 +1,73 @@
+"""Checkpoint evaluation and the report, on a briefly trained model."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pandas as pd
+import pytest
+
+from analysis import report
+from configs import default
+from spinejax import evaluate, train
+
+
+@pytest.fixture(scope="module")
+def evaluated(training_records, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("evaluated")
+    config = default.get_config("cpu")
+    config.update_from_flattened_dict({
+        "data.records_dir": str(training_records), "data.region": "lumbar", "data.eligibility_csv": "",
+        "model.channels": (8, 16), "model.pools": ((2, 2, 2), (1, 2, 2)), "model.head_channels": 8,
+        "num_train_steps": 60, "eval_every": 30, "checkpoint_every": 30, "keep_checkpoints": 1,
+        "optimizer.warmup_steps": 10})
+    train.train_and_evaluate(config, workdir)
+    return workdir, evaluate.evaluate(workdir, "best")
+
+
+def test_every_record_is_predicted_once_with_its_keys(evaluated, training_records):
+    workdir, metrics = evaluated
+    index = pd.read_csv(training_records / "index.csv", dtype=str)
+    steps = {30, 60}
+    assert metrics["checkpoint_step"] in steps
+    for split in ("train", "validation", "test"):
+        table = pd.read_csv(workdir / "predictions" / f"{split}.csv", dtype={"series_key": str})
+        expected = index[(index.region == "lumbar") & (index.split == split)]
+        assert sorted(table["series_key"]) == sorted(expected["series_key"])
+        assert table["predicted_age"].notna().all() and (table["split"] == split).all()
+        assert metrics["splits"][split]["all"]["n"] == len(table)
+        merged = table.merge(expected[["series_key", "age"]], on="series_key", suffixes=("", "_index"))
+        assert (merged["age"] - merged["age_index"].astype(float)).abs().max() < 1e-6
+    sites = [k for k in metrics["splits"]["test"] if k.startswith("site=")]
+    assert sum(metrics["splits"]["test"][k]["n"] for k in sites) == metrics["splits"]["test"]["all"]["n"]
+
+
+def test_best_latest_and_step_restore_the_right_checkpoint(evaluated):
+    workdir, metrics = evaluated
+    assert evaluate.restore(workdir, "latest")[2] == 60
+    assert evaluate.restore(workdir, str(metrics["checkpoint_step"]))[2] == metrics["checkpoint_step"]
+    with pytest.raises(ValueError, match="no step 7"):
+        evaluate.restore(workdir, "7")
+
+
+def test_report_holds_every_table_and_figure(evaluated, training_records):
+    workdir, _ = evaluated
+    truth = training_records.parent / "cohort" / "ground_truth.json"
+    results = report.analyse(workdir, method="residual", fit_on="all", pooled=True, ground_truth=str(truth))
+    accuracy = results["accuracy"].set_index(["split", "stage"])
+    assert len(accuracy) == 4
+    # Residual correction fitted on all validation subjects leaves no gap-age correlation there.
+    assert abs(accuracy.loc[("validation", "corrected"), "gap_age_r"]) < 1e-6
+    assert accuracy.loc[("test", "uncorrected"), "mae"] == pytest.approx(
+        results["table"].query("split == 'test'").eval("abs(predicted_age - age)").mean())
+    planted = pd.read_csv(workdir / "analysis" / "planted_vs_estimated.csv")
+    assert set(planted["factor"]) == set(json.loads(truth.read_text())["planted_effects_years"])
+    path = report.write_html(workdir, results)
+    page = path.read_text()
+    # predicted against age, Bland-Altman, gap against age, SAG by factor, forest
+    assert len(re.findall(r"<img alt=.figure. src=.data:image/png;base64,", page)) == 5
+    for title in ("Accuracy before and after bias correction", "Bland-Altman", "Associations", "Provenance"):
+        assert title in page
+    for name in ("bias_correction.json", "sag.csv", "accuracy.csv", "associations.csv"):
+        assert (workdir / "analysis" / name).is_file()
