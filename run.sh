@@ -2,6 +2,7 @@
 # spinejax: the one entry point for people.
 #   ./run.sh          set up .venv, then the whole pipeline on the synthetic cohort (runs/default/)
 #   ./run.sh test     the test suite (what CI runs)
+#   ./run.sh ablate   the default pipeline, then the ablation study (data size, loss, region) and its table
 #   ./run.sh setup    only create/update .venv
 # Environment: SPINEJAX_RUN (output folder, default runs/default), SPINEJAX_SUBJECTS (default 600),
 # SPINEJAX_SEED (default 0), PYTHON (interpreter for the venv, default python3).
@@ -70,21 +71,35 @@ pipeline() {
     stage "evaluation (best checkpoint, every split) -> ${RUN_DIR}/train/predictions" \
       "${PY}" -m spinejax.evaluate --workdir="${RUN_DIR}/train"
   fi
+  stage "Grad-CAM of the test split -> ${RUN_DIR}/train/gradcam" \
+    "${PY}" -m analysis.gradcam --workdir="${RUN_DIR}/train" --n=8
   # Associations on validation and test subjects pooled: the default cohort's test split alone is small.
   stage "bias correction, spine age gap, associations, report -> ${RUN_DIR}/train/analysis" \
     "${PY}" -m analysis.report --workdir="${RUN_DIR}/train" --pooled \
     --ground_truth="${RUN_DIR}/cohort/ground_truth.json" --eligibility_dir="${RUN_DIR}/eligibility"
+  if command -v chromium > /dev/null; then
+    stage "the report in headless Chromium" \
+      "${PY}" -m analysis.render_check --report="${RUN_DIR}/train/analysis/report.html"
+  else
+    echo "(no chromium: skipped opening the report in a headless browser; apt-get install chromium to check it)"
+  fi
   echo "cohort: ${RUN_DIR}/cohort (reports.csv, dicom/, nifti/, masks/, ground_truth.json)"
   echo "records: ${RUN_DIR}/records (<region>/<split>-*.array_record, index.csv, failures.csv, manifest.json, qc_*.png)"
   echo "eligibility: ${RUN_DIR}/eligibility (eligibility.csv, clusters.csv, pictures, truth_check.json)"
   echo "training: ${RUN_DIR}/train (checkpoints/, metrics.jsonl, tensorboard/, config.json, run.json, summary.json)"
   echo "predictions: ${RUN_DIR}/train/predictions (<split>.csv, metrics.json)"
+  echo "Grad-CAM: ${RUN_DIR}/train/gradcam (examples.png, region_shares.csv)"
   echo "report: ${RUN_DIR}/train/analysis/report.html"
 }
 
 case "${1:-all}" in
   all) stage "set-up" setup; pipeline ;;
   setup) stage "set-up" setup ;;
+  ablate)
+    stage "set-up" setup
+    pipeline
+    stage "ablation study (data size, loss, region) -> ${RUN_DIR}/ablation" \
+      "${PY}" -m analysis.ablation --run_dir="${RUN_DIR}" ;;
   test) stage "set-up" setup; stage "lint" .venv/bin/ruff check .; stage "tests" "${PY}" -m pytest tests ;;
-  *) echo "usage: ./run.sh [test|setup]" >&2; exit 2 ;;
+  *) echo "usage: ./run.sh [test|ablate|setup]" >&2; exit 2 ;;
 esac

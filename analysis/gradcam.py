@@ -7,7 +7,8 @@ weights are the spatial mean of the gradient of the predicted age (years) with r
 feature map, the map is ReLU(sum of weighted channels), upsampled to the input grid. Writes DIR/gradcam/:
     examples.png       the map over the mid-sagittal slice of `n` records spread over the age range
     region_shares.csv  the share of attribution (sum of the map) falling on cervical, thoracic and lumbar
-                       vertebrae and discs, and on discs against vertebrae, mean and sd over the split
+                       vertebrae and discs, the rest of the spine mask and outside it, and on discs
+                       against vertebrae: mean and sd over the split
 The records carry the TotalSpineSeg label map on the model's grid, so shares need no other input.
 """
 
@@ -49,22 +50,23 @@ def gradcam_fn(model: models.AgeCNN, head: losses.AgeHead):
     return fn
 
 
-def region_shares(cam: np.ndarray, labels: np.ndarray) -> dict:
-    """Shares of the map's sum on each region's vertebrae and discs, and on discs vs vertebrae.
+def region_shares(cam: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> dict:
+    """Shares of the map's sum: per region's vertebrae and discs, the rest of the spine mask, outside it.
 
-    cam, labels: [S, H, W] (labels: TotalSpineSeg). The rest of the map (canal, cord, soft tissue in the
-    dilated mask) is 'other'. Shares sum to 1 over cervical + thoracic + lumbar + other.
+    cam, labels (TotalSpineSeg), mask (the records' dilated spine mask): [S, H, W]. cervical + thoracic +
+    lumbar + other_spine (canal, cord, tissue within the mask) + outside_mask = 1; discs and vertebrae
+    split the vertebra-and-disc part differently. Grad-CAM of a regression output marks what raises the
+    predicted age; for young spines little does, and the map can land outside the spine.
     """
     total = float(cam.sum())
     if total <= 0:
         return {}
-    shares = {region: float(cam[np.isin(labels, spine_labels.labels_of_region(region))].sum()) / total
-              for region in spine_labels.REGIONS}
-    shares["other"] = 1.0 - sum(shares.values())
-    discs = [spine_labels.disc_label(level) for level in spine_labels.DISC_LEVELS]
-    vertebrae = [spine_labels.vertebra_label(name) for name in spine_labels.VERTEBRAE]
-    shares["discs"] = float(cam[np.isin(labels, discs)].sum()) / total
-    shares["vertebrae"] = float(cam[np.isin(labels, vertebrae)].sum()) / total
+    share = lambda where: float(cam[where].sum()) / total
+    shares = {region: share(np.isin(labels, spine_labels.labels_of_region(region))) for region in spine_labels.REGIONS}
+    shares["outside_mask"] = share(mask == 0)
+    shares["other_spine"] = 1.0 - sum(shares.values())
+    shares["discs"] = share(np.isin(labels, [spine_labels.disc_label(level) for level in spine_labels.DISC_LEVELS]))
+    shares["vertebrae"] = share(np.isin(labels, [spine_labels.vertebra_label(v) for v in spine_labels.VERTEBRAE]))
     return shares
 
 
@@ -91,7 +93,7 @@ def run(workdir, n: int = 8, split: str = "test", checkpoint: str = "best", batc
         for k, (d, cam, age) in enumerate(zip(decoded, cams, ages)):
             i = start + k
             rows.append({"series_key": d["series_key"], "age": d["age"], "predicted_age": float(age),
-                         **region_shares(cam, d["labels"])})
+                         **region_shares(cam, d["labels"], d["mask"])})
             if i in chosen:
                 examples[i] = (d["volume"].astype(np.float32), d["labels"], cam, d["age"], float(age))
     out = workdir / "gradcam"

@@ -73,24 +73,32 @@ def analyse(workdir, method: str = "linear", fit_on: str = "eligible", pooled: b
             "joined": joined, "factors": factors, "lifestyle": lifestyle, "planted": planted, "splits": splits}
 
 
-def write_html(workdir, results: dict, eligibility_dir: str | None = None) -> Path:
-    """DIR/analysis/report.html: tables and figures, self-contained (images as data URIs)."""
+def write_html(workdir, results: dict, eligibility_dir: str | None = None, figures_dir: str | None = None) -> Path:
+    """DIR/analysis/report.html: tables and figures, self-contained (images as data URIs). With
+    `figures_dir`, the main figures are also written there as PNG files (the README's pictures)."""
     workdir = Path(workdir)
     test = results["table"][results["table"]["split"] == "test"]
     joined, factors = results["joined"], results["factors"]
     any_level = [c for c in factors.columns if "@" not in c]
+    drawn = {"predicted_vs_age": figures.predicted_vs_age(test, "test split"),
+             "bland_altman": figures.bland_altman(test), "gap_vs_age": figures.gap_vs_age(test),
+             "sag_by_factor": figures.sag_by_factor(joined, factors, any_level),
+             "forest": figures.forest(results["associations"], results["planted"])}
+    if figures_dir:
+        Path(figures_dir).mkdir(parents=True, exist_ok=True)
+        for name, png in drawn.items():
+            (Path(figures_dir) / f"{name}.png").write_bytes(png)
     sections = [
         ("Accuracy before and after bias correction",
          _table(results["accuracy"]) + "<p>Correction uses each person's true age, which inflates R2 and r of "
          "corrected ages: read the uncorrected rows for accuracy.</p>"
          + f"<p>Correction: <code>{html.escape(json.dumps(results['coefficients']))}</code></p>"),
-        ("Predicted against chronological age (test)", _img(figures.predicted_vs_age(test, "test split"))),
-        ("Bland-Altman (test)", _img(figures.bland_altman(test))),
-        ("Gap against age, before and after correction (test)", _img(figures.gap_vs_age(test))),
+        ("Predicted against chronological age (test)", _img(drawn["predicted_vs_age"])),
+        ("Bland-Altman (test)", _img(drawn["bland_altman"])),
+        ("Gap against age, before and after correction (test)", _img(drawn["gap_vs_age"])),
         ("SAG by condition and lifestyle (" + "+".join(results["splits"]) + " subjects)",
-         _img(figures.sag_by_factor(joined, factors, any_level))),
-        ("Associations", _img(figures.forest(results["associations"], results["planted"]))
-         + _table(results["associations"])),
+         _img(drawn["sag_by_factor"])),
+        ("Associations", _img(drawn["forest"]) + _table(results["associations"])),
     ]
     if results["planted"]:
         planted = pd.read_csv(workdir / "analysis" / "planted_vs_estimated.csv")
@@ -143,6 +151,7 @@ def define_flags():
     flags.DEFINE_bool("pooled", False, "associations on validation and test subjects pooled (default: test)")
     flags.DEFINE_string("ground_truth", None, "synthetic cohorts: ground_truth.json, to compare planted effects")
     flags.DEFINE_string("eligibility_dir", None, "eligibility output folder, to include its pictures")
+    flags.DEFINE_string("figures_dir", None, "also write the main figures there as PNG files")
     flags.mark_flag_as_required("workdir")
 
 
@@ -150,7 +159,7 @@ def main(argv):
     del argv
     f = flags.FLAGS
     results = analyse(f.workdir, f.method, f.fit_on, f.pooled, f.ground_truth)
-    path = write_html(f.workdir, results, f.eligibility_dir)
+    path = write_html(f.workdir, results, f.eligibility_dir, f.figures_dir)
     accuracy = results["accuracy"]
     for _, r in accuracy[accuracy["split"] == "test"].iterrows():
         print(f"test, {r['stage']}: MAE {r['mae']:.2f} y, R2 {r['r2']:.3f}, r {r['pearson_r']:.3f}, "

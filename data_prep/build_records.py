@@ -173,12 +173,14 @@ def build(cohort: Path, out: Path, config: ml_collections.ConfigDict, secret: by
     config_json = {k: v for k, v in json.loads(config.to_json()).items() if k != "workers"}
     if (out / "manifest.json").exists():
         done = json.loads((out / "manifest.json").read_text())
-        if done.get("input_fingerprint") == fingerprint and done.get("config") == config_json:
+        if (done.get("input_fingerprint") == fingerprint and done.get("config") == config_json
+                and done.get("schema_version") == records.SCHEMA_VERSION):
             return {**done, "skipped": True}
         shutil.rmtree(out)
     partial = out.with_name(out.name + ".partial")
     stamp = partial / ".config.json"
-    state = json.dumps({"config": config_json, "fingerprint": fingerprint, "plan": plan.fingerprint()})
+    state = json.dumps({"config": config_json, "fingerprint": fingerprint, "plan": plan.fingerprint(),
+                        "schema_version": records.SCHEMA_VERSION})
     if partial.exists() and (not stamp.exists() or stamp.read_text() != state):
         shutil.rmtree(partial)
     (partial / ".cache").mkdir(parents=True, exist_ok=True)

@@ -98,7 +98,8 @@ def cut_region(image: np.ndarray, label: np.ndarray, mask: np.ndarray, plan: Pla
                ) -> dict[str, np.ndarray]:
     """The region's bounding box centred in its grid, cropped or zero-padded, then z-scored in the mask.
 
-    Returns {'volume': [grid] float16, 'mask': [grid] uint8, 'spacing_mm': [3] float32}.
+    Returns {'volume': [grid] float16, 'mask': [grid] uint8, 'labels': [grid] uint8 (TotalSpineSeg),
+    'spacing_mm': [3] float32}.
     """
     grid = np.asarray(plan.grid(region))
     in_region = np.isin(label, region_labels(region))
@@ -108,9 +109,10 @@ def cut_region(image: np.ndarray, label: np.ndarray, mask: np.ndarray, plan: Pla
     offset = np.round((low + high) / 2.0 - grid / 2.0).astype(int)
     out_image = np.zeros(grid, np.float32)
     out_mask = np.zeros(grid, bool)
+    out_label = np.zeros(grid, np.uint8)
     src = tuple(slice(max(o, 0), min(o + g, n)) for o, g, n in zip(offset, grid, image.shape))
     dst = tuple(slice(s.start - o, s.stop - o) for s, o in zip(src, offset))
-    out_image[dst], out_mask[dst] = image[src], mask[src]
+    out_image[dst], out_mask[dst], out_label[dst] = image[src], mask[src], label[src]
     inside = out_image[out_mask]
     if inside.size < 10:
         raise RegionError(f"only {inside.size} voxels inside the {region} spine mask")
@@ -119,7 +121,7 @@ def cut_region(image: np.ndarray, label: np.ndarray, mask: np.ndarray, plan: Pla
     scale = clipped.std()
     out_image[:] = 0.0
     out_image[out_mask] = (clipped - clipped.mean()) / (scale if scale > 0 else 1.0)
-    return {"volume": out_image.astype(np.float16), "mask": out_mask.astype(np.uint8),
+    return {"volume": out_image.astype(np.float16), "mask": out_mask.astype(np.uint8), "labels": out_label,
             "spacing_mm": np.asarray(plan.spacing_mm, np.float32)}
 
 

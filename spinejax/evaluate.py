@@ -24,7 +24,7 @@ import jax
 import ml_collections
 import numpy as np
 import pandas as pd
-from absl import app, flags
+from absl import app, flags, logging
 
 from spinejax import age_metrics, checkpointing, distributed, inference, input_pipeline, losses, steps, train
 
@@ -127,6 +127,8 @@ def define_flags():
 
 def main(argv):
     del argv
+    if not flags.FLAGS["verbosity"].present:  # orbax and grain log every step at INFO
+        logging.set_verbosity(logging.WARNING)
     f = flags.FLAGS
     distributed.initialize(f.coordinator, f.num_processes, f.process_id)
     evaluate(f.workdir, f.checkpoint, tuple(f.splits), f.records_dir, f.eligibility_csv)

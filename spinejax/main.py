@@ -7,7 +7,7 @@ SLURM cluster add --coordinator=auto; elsewhere --coordinator=HOST:PORT --num_pr
 on each host. The training loop is spinejax/train.py.
 """
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 
@@ -22,6 +22,8 @@ def define_flags():
 
 def main(argv):
     del argv
+    if not flags.FLAGS["verbosity"].present:  # orbax and grain log every step at INFO
+        logging.set_verbosity(logging.WARNING)
     from spinejax import distributed, train  # after flag parsing: jax must see XLA_FLAGS first
 
     distributed.initialize(flags.FLAGS.coordinator, flags.FLAGS.num_processes, flags.FLAGS.process_id)

@@ -16,13 +16,15 @@ import struct
 import numpy as np
 
 MAGIC = b"SJR1"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: label maps added
 
 # Arrays of a record: name -> (dtype, meaning).
 ARRAYS = {
     "volume": (np.float16, "[slices, rows, cols] T2 signal z-scored within the spine mask, 0 outside; "
                            "canonical axes left->right, superior->inferior, anterior->posterior"),
     "mask": (np.uint8, "[slices, rows, cols] 1 inside the (dilated) spine mask, else 0"),
+    "labels": (np.uint8, "[slices, rows, cols] TotalSpineSeg labels (data_prep/spine_labels.py) on the same grid, "
+                         "nearest-neighbour resampled; for attributing a model's attention to regions"),
     "spacing_mm": (np.float32, "[3] voxel spacing along the three axes, mm"),
 }
 # Scalars of a record: name -> (python type, meaning).

@@ -17,7 +17,7 @@ import pydicom.data
 import pytest
 
 from configs import records as records_config
-from data_prep import build_records, pseudonym, splits, synthesize
+from data_prep import build_records, pseudonym, spine_labels, splits, synthesize
 from spinejax import records
 from tests import dicom_reference as ref
 from tests import processes
@@ -99,6 +99,11 @@ def test_records_decode_through_grain_and_carry_plan_and_truthful_fields(built, 
             inside = fields["volume"][fields["mask"] > 0].astype(np.float32)
             assert abs(inside.mean()) < 0.05 and abs(inside.std() - 1) < 0.05
             assert (fields["volume"][fields["mask"] == 0] == 0).all()
+            # The label map is on the same grid: the region's own vertebrae are there, inside the mask.
+            present = set(np.unique(fields["labels"]))
+            wanted = set(spine_labels.labels_of_region(region)) if region != "whole" else {45, 11 + 1}
+            assert fields["labels"].shape == fields["volume"].shape and len(wanted & present) >= 2
+            assert (fields["mask"][fields["labels"] > 0] == 1).all()
     first = grain.sources.ArrayRecordDataSource([str(out / index["shard"].iloc[0])])[0]
     with pytest.raises(ValueError, match="rebuild the records"):
         records.decode(first, expected_plan_hash="another-plan")

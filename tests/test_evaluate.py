@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import report
+from analysis import gradcam, report
 from configs import default
+from data_prep import spine_labels
 from spinejax import evaluate, train
 
 
@@ -51,6 +53,31 @@ def test_best_latest_and_step_restore_the_right_checkpoint(evaluated):
         evaluate.restore(workdir, "7")
 
 
+def test_region_shares_of_a_map_by_hand():
+    labels = np.zeros((2, 4, 4), np.uint8)
+    labels[0, 0] = spine_labels.vertebra_label("L1")
+    labels[0, 1] = spine_labels.disc_label("L1-L2")
+    labels[1, 0] = spine_labels.vertebra_label("C3")
+    mask = np.zeros_like(labels)
+    mask[:, :3] = 1
+    cam = np.zeros(labels.shape)
+    cam[0, 0], cam[0, 1], cam[1, 0], cam[1, 2], cam[1, 3] = 1.0, 2.0, 1.0, 1.0, 3.0
+    shares = gradcam.region_shares(cam, labels, mask)
+    assert shares == pytest.approx({"cervical": 1 / 8, "thoracic": 0.0, "lumbar": 3 / 8, "outside_mask": 3 / 8,
+                                    "other_spine": 1 / 8, "discs": 2 / 8, "vertebrae": 2 / 8})
+
+
+def test_gradcam_maps_the_trained_model_onto_the_records_labels(evaluated):
+    workdir, _ = evaluated
+    summary = gradcam.run(workdir, n=4).set_index("share")
+    assert (workdir / "gradcam" / "examples.png").stat().st_size > 10_000
+    means = summary["mean"]
+    assert means[["cervical", "thoracic", "lumbar", "other_spine", "outside_mask"]].sum() == pytest.approx(1.0)
+    assert means["cervical"] == 0.0  # lumbar crops hold no cervical level
+    assert means["lumbar"] > means["thoracic"]
+    assert summary["records"].iloc[0] == len(pd.read_csv(workdir / "predictions" / "test.csv"))
+
+
 def test_report_holds_every_table_and_figure(evaluated, training_records):
     workdir, _ = evaluated
     truth = training_records.parent / "cohort" / "ground_truth.json"
@@ -65,8 +92,9 @@ def test_report_holds_every_table_and_figure(evaluated, training_records):
     assert set(planted["factor"]) == set(json.loads(truth.read_text())["planted_effects_years"])
     path = report.write_html(workdir, results)
     page = path.read_text()
-    # predicted against age, Bland-Altman, gap against age, SAG by factor, forest
-    assert len(re.findall(r"<img alt=.figure. src=.data:image/png;base64,", page)) == 5
+    # predicted against age, Bland-Altman, gap against age, SAG by factor, forest; Grad-CAM when drawn
+    drawn = len(list((workdir / "gradcam").glob("*.png"))) if (workdir / "gradcam").is_dir() else 0
+    assert len(re.findall(r"<img alt=.figure. src=.data:image/png;base64,", page)) == 5 + drawn
     for title in ("Accuracy before and after bias correction", "Bland-Altman", "Associations", "Provenance"):
         assert title in page
     for name in ("bias_correction.json", "sag.csv", "accuracy.csv", "associations.csv"):

@@ -1,0 +1,140 @@
+"""The paper's ablation study at small scale: training-data size, loss and spine region.
+
+    python -m analysis.ablation --run_dir=runs/default [--preset=cpu] [--only=loss_l2,region_lumbar]
+
+For each setting below, trains (configs/<file>.py with the preset), evaluates and analyses a run in
+RUN_DIR/ablation/<setting>/ on RUN_DIR's records and eligibility, skipping what is finished and resuming
+what was cut off (spinejax.main resumes from its checkpoints). The baseline (L1 loss, whole spine, all
+training subjects) is RUN_DIR/train, the default run, when it exists. Then writes RUN_DIR/ablation/:
+    ablation.csv, ablation.md   per setting: test MAE, R2 and r before correction, the gap-age correlation
+                                after correction, and the planted lifestyle effects' estimates (SAG years,
+                                validation and test subjects pooled) with their q
+    mae_vs_data_size.png        test MAE against the number of training subjects
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+# (setting, axis, config file, config argument before the preset)
+SETTINGS = (
+    ("baseline", "all", "configs/loss_l1.py", ""),
+    ("data_size_0.1", "data size", "configs/data_size.py", "0.1"),
+    ("data_size_0.25", "data size", "configs/data_size.py", "0.25"),
+    ("data_size_0.5", "data size", "configs/data_size.py", "0.5"),
+    ("loss_l2", "loss", "configs/loss_l2.py", ""),
+    ("loss_huber", "loss", "configs/loss_huber.py", ""),
+    ("loss_softbin", "loss", "configs/loss_softbin.py", ""),
+    ("region_cervical", "region", "configs/region_cervical.py", ""),
+    ("region_thoracic", "region", "configs/region_thoracic.py", ""),
+    ("region_lumbar", "region", "configs/region_lumbar.py", ""),
+)
+PLANTED = ("smoking", "physical_work")
+
+
+def workdir_of(run_dir: Path, setting: str) -> Path:
+    if setting == "baseline" and (run_dir / "train" / "summary.json").is_file():
+        return run_dir / "train"  # the default run is the baseline: same config, no need to train it twice
+    return run_dir / "ablation" / setting
+
+
+def run_setting(run_dir: Path, setting: str, config_file: str, argument: str, preset: str) -> Path:
+    """Trains, evaluates and analyses one setting (each step skipped when its output is newer)."""
+    workdir = workdir_of(run_dir, setting)
+    arg = ",".join(a for a in (argument, preset) if a)
+    python = sys.executable
+    steps = [
+        ([python, "-m", "spinejax.main", f"--config={config_file}" + (f":{arg}" if arg else ""),
+          f"--workdir={workdir}", f"--config.data.records_dir={run_dir / 'records'}",
+          f"--config.data.eligibility_csv={run_dir / 'eligibility' / 'eligibility.csv'}"],
+         workdir / "summary.json", None),
+        ([python, "-m", "spinejax.evaluate", f"--workdir={workdir}", "--splits=validation,test"],
+         workdir / "predictions" / "metrics.json", workdir / "summary.json"),
+        ([python, "-m", "analysis.report", f"--workdir={workdir}", "--pooled",
+          f"--ground_truth={run_dir / 'cohort' / 'ground_truth.json'}"],
+         workdir / "analysis" / "associations.csv", workdir / "predictions" / "metrics.json"),
+    ]
+    for command, output, after in steps:
+        if output.is_file() and (after is None or output.stat().st_mtime >= after.stat().st_mtime):
+            continue
+        start = time.perf_counter()
+        print(f"[{setting}] {' '.join(command[2:4])} ...", flush=True)
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL if "main" not in command[2] else None)
+        print(f"[{setting}] done in {time.perf_counter() - start:.0f} s", flush=True)
+    return workdir
+
+
+def summarise(run_dir: Path, setting: str, axis: str) -> dict:
+    """One row of the ablation table from a finished setting's files."""
+    workdir = workdir_of(run_dir, setting)
+    config = json.loads((workdir / "config.json").read_text())
+    run = json.loads((workdir / "run.json").read_text())
+    accuracy = pd.read_csv(workdir / "analysis" / "accuracy.csv").set_index(["split", "stage"])
+    raw, corrected = accuracy.loc[("test", "uncorrected")], accuracy.loc[("test", "corrected")]
+    associations = pd.read_csv(workdir / "analysis" / "associations.csv").set_index("factor")
+    row = {"setting": setting, "axis": axis, "loss": config["loss"]["name"], "region": config["data"]["region"],
+           "data_fraction": config["data"]["fraction"], "train_records": run["train_records"],
+           "test_mae": raw["mae"], "test_r2": raw["r2"], "test_r": raw["pearson_r"],
+           "gap_age_r_corrected": corrected["gap_age_r"], "test_n": int(raw["n"])}
+    for factor in PLANTED:
+        row[f"{factor}_years"] = associations.loc[factor, "effect_years"]
+        row[f"{factor}_q"] = associations.loc[factor, "q"]
+    return row
+
+
+def write_table(run_dir: Path, rows: list[dict]) -> pd.DataFrame:
+    out = run_dir / "ablation"
+    out.mkdir(parents=True, exist_ok=True)
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "ablation.csv", index=False)
+    shown = table.drop(columns=["axis"]).copy()
+    for column in shown.columns:
+        if shown[column].dtype.kind == "f":
+            shown[column] = shown[column].map(lambda v: f"{v:.3g}")
+    lines = ["| " + " | ".join(shown.columns) + " |", "|" + " --- |" * len(shown.columns)]
+    lines += ["| " + " | ".join(str(v) for v in r) + " |" for r in shown.itertuples(index=False)]
+    (out / "ablation.md").write_text("\n".join(lines) + "\n")
+    sizes = table[table["axis"].isin(["data size", "all"])].sort_values("train_records")
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(sizes["train_records"], sizes["test_mae"], "o-")
+    ax.set(xlabel="training records (eligible, whole spine)", ylabel="test MAE (years, uncorrected)",
+           title="MAE against training-set size", xscale="log")
+    fig.savefig(out / "mae_vs_data_size.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return table
+
+
+def define_flags():
+    flags.DEFINE_string("run_dir", "runs/default", "a default-run folder (records/, eligibility/, cohort/)")
+    flags.DEFINE_string("preset", "cpu", "config preset appended to every setting ('' for the full network)")
+    flags.DEFINE_list("only", [], "settings to run (default: all)")
+
+
+def main(argv):
+    del argv
+    f = flags.FLAGS
+    run_dir = Path(f.run_dir)
+    chosen = [s for s in SETTINGS if not f.only or s[0] in f.only]
+    rows = []
+    for setting, axis, config_file, argument in chosen:
+        run_setting(run_dir, setting, config_file, argument, f.preset)
+        rows.append(summarise(run_dir, setting, axis))
+    table = write_table(run_dir, rows)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"ablation table: {run_dir / 'ablation' / 'ablation.md'}")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
