@@ -83,6 +83,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     steps_per_epoch = max(1, epoch_records // config.batch_size)
     total_steps = config.num_train_steps if config.num_train_steps > 0 else config.num_epochs * steps_per_epoch
     head = losses.make_head(config.loss, train_rows.rows["age"].to_numpy())
+    checkpoints = checkpointing.manager(workdir, config.keep_checkpoints)
+    start = checkpoints.latest_step() or 0
+    if start:  # before compiling anything: a wrong workdir should fail fast
+        _check_resumable(workdir / "config.json", config)
     state, state_sharding = build_state(config, head, train_rows.grid, total_steps, mesh)
     train_step, predict_step = steps.jit_steps(mesh, state_sharding)
 
@@ -90,10 +94,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
         train_rows, local_batch=config.batch_size // jax.process_count(), seed=config.seed,
         augment_config=config.augment, worker_count=config.data.worker_count,
         worker_buffer_size=config.data.worker_buffer_size))
-    checkpoints = checkpointing.manager(workdir, config.keep_checkpoints)
-    start = checkpoints.latest_step() or 0
     if start:
-        _check_resumable(workdir / "config.json", config)
         state = checkpointing.restore(checkpoints, start, checkpointing.abstract_like(state, state_sharding),
                                       iterator)
     if start >= total_steps and (workdir / "summary.json").is_file():
