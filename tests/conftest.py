@@ -49,3 +49,18 @@ def training_records(tmp_path_factory):
                                        "shards_per_split": 2})
     build_records.build(root / "cohort", root / "records", config, b"training-records-secret-0123", progress=False)
     return root / "records"
+
+
+@pytest.fixture(scope="session")
+def learned_run(training_records, tmp_path_factory):
+    """(workdir, config, summary) of the CPU preset trained for 160 steps on the lumbar training records."""
+    from configs import default
+    from spinejax import train
+
+    workdir = tmp_path_factory.mktemp("learned")
+    config = default.get_config("cpu")
+    config.update_from_flattened_dict({
+        "data.records_dir": str(training_records), "data.region": "lumbar", "data.eligibility_csv": "",
+        "num_train_steps": 160, "eval_every": 80, "checkpoint_every": 80, "log_every": 20,
+        "keep_checkpoints": 1, "optimizer.warmup_steps": 20})
+    return workdir, config, train.train_and_evaluate(config, workdir)

@@ -1,4 +1,4 @@
-"""Checkpoint evaluation and the report, on a briefly trained model."""
+"""Checkpoint evaluation, Grad-CAM and the report, on the model the training test trained."""
 
 from __future__ import annotations
 
@@ -10,28 +10,20 @@ import pandas as pd
 import pytest
 
 from analysis import gradcam, report
-from configs import default
 from data_prep import spine_labels
-from spinejax import evaluate, train
+from spinejax import evaluate
 
 
 @pytest.fixture(scope="module")
-def evaluated(training_records, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("evaluated")
-    config = default.get_config("cpu")
-    config.update_from_flattened_dict({
-        "data.records_dir": str(training_records), "data.region": "lumbar", "data.eligibility_csv": "",
-        "model.channels": (8, 16), "model.pools": ((2, 2, 2), (1, 2, 2)), "model.head_channels": 8,
-        "num_train_steps": 60, "eval_every": 30, "checkpoint_every": 30, "keep_checkpoints": 1,
-        "optimizer.warmup_steps": 10})
-    train.train_and_evaluate(config, workdir)
+def evaluated(learned_run):
+    workdir = learned_run[0]
     return workdir, evaluate.evaluate(workdir, "best")
 
 
 def test_every_record_is_predicted_once_with_its_keys(evaluated, training_records):
     workdir, metrics = evaluated
     index = pd.read_csv(training_records / "index.csv", dtype=str)
-    steps = {30, 60}
+    steps = {80, 160}
     assert metrics["checkpoint_step"] in steps
     for split in ("train", "validation", "test"):
         table = pd.read_csv(workdir / "predictions" / f"{split}.csv", dtype={"series_key": str})
@@ -47,7 +39,7 @@ def test_every_record_is_predicted_once_with_its_keys(evaluated, training_record
 
 def test_best_latest_and_step_restore_the_right_checkpoint(evaluated):
     workdir, metrics = evaluated
-    assert evaluate.restore(workdir, "latest")[2] == 60
+    assert evaluate.restore(workdir, "latest")[2] == 160
     assert evaluate.restore(workdir, str(metrics["checkpoint_step"]))[2] == metrics["checkpoint_step"]
     with pytest.raises(ValueError, match="no step 7"):
         evaluate.restore(workdir, "7")

@@ -85,25 +85,23 @@ def _saved_params(workdir, step=None) -> dict:
     return flat
 
 
-def test_training_learns_age_and_writes_its_logs(training_records, tmp_path):
-    config = _config(training_records, num_train_steps=160, eval_every=80, checkpoint_every=80, log_every=20,
-                     **{"optimizer.warmup_steps": 20})
-    summary = train.train_and_evaluate(config, tmp_path)
+def test_training_learns_age_and_writes_its_logs(learned_run, training_records):
+    workdir, config, summary = learned_run
     _, validation = train.selections(config)
     train_ages = input_pipeline.select(training_records, "lumbar", "train").rows["age"]
     baseline = np.mean(np.abs(validation.rows["age"] - train_ages.mean()))
     assert summary["step"] == 160 and summary["val_n"] == len(validation.rows) >= 30
     assert summary["val_mae"] < 0.65 * baseline, (summary, baseline)
     assert summary["val_pearson_r"] > 0.6
-    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines if m["kind"] == "eval"] == [80, 160]
     assert [m["step"] for m in lines if m["kind"] == "train"] == list(range(20, 161, 20))
     assert lines[-1]["val_mae"] == pytest.approx(summary["val_mae"])
-    run = json.loads((tmp_path / "run.json").read_text())
+    run = json.loads((workdir / "run.json").read_text())
     assert run["plan_hash"] == json.loads((training_records / "manifest.json").read_text())["plan_hash"]
     assert run["head"]["mean_years"] == pytest.approx(train_ages.mean())
-    assert json.loads((tmp_path / "config.json").read_text())["model"]["channels"] == list(config.model.channels)
-    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert json.loads((workdir / "config.json").read_text())["model"]["channels"] == list(config.model.channels)
+    assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
     assert summary["best_step"] in (80, 160)
 
 
