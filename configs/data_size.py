@@ -8,7 +8,8 @@ the top of that ranking, so the 10% subjects lie inside the 25% ones. Validation
 validation split. Every fraction trains for the same number of steps (num_epochs of the full training set,
 data.schedule_on_full_data), so the ablation measures data, not compute.
 
-Measured: see the ablation table (./run.sh ablate, README "Results").
+Measured with :cpu on the default synthetic cohort (64 test series, uncorrected MAE): 10% 6.01 y, 25% 5.31,
+50% 5.47, 100% 5.65 (README "Ablation study").
 """
 
 from configs import default

@@ -21,6 +21,8 @@ def initialize(coordinator: str, num_processes: int, process_id: int) -> None:
     """
     if coordinator == "" and num_processes <= 1:
         return
+    if coordinator == "":
+        raise ValueError(f"{num_processes} processes need --coordinator=HOST:PORT of process 0 (or 'auto')")
     # Only the CPU backend reads this; it lets CPU-only hosts (and the tests) run real collectives.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if coordinator == "auto":

@@ -122,7 +122,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
             batch = distributed.global_batch(mesh, _device_part(next(iterator)))
             state, metrics = train_step(state, batch)
             pending.append(metrics)
-            timer.step_done(step, first=(step == start + 1))
+            timer.step_done(first=(step == start + 1))
             evaluate_now = step % config.eval_every == 0 or step == total_steps
             save_now = evaluate_now or step % config.checkpoint_every == 0
             stopping = preemption.reached(step)
@@ -183,7 +183,7 @@ class _Throughput:
     def __init__(self, batch_size: int):
         self.batch_size, self.start, self.steps = batch_size, None, 0
 
-    def step_done(self, step: int, first: bool) -> None:
+    def step_done(self, first: bool) -> None:
         if first:
             self.start, self.steps = None, 0
         elif self.start is None:

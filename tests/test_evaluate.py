@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import gradcam, report
+from analysis import ablation, gradcam, report
 from data_prep import spine_labels
 from spinejax import evaluate
 
@@ -91,3 +91,20 @@ def test_report_holds_every_table_and_figure(evaluated, training_records):
         assert title in page
     for name in ("bias_correction.json", "sag.csv", "accuracy.csv", "associations.csv"):
         assert (workdir / "analysis" / name).is_file()
+
+
+def test_ablation_table_from_finished_settings(evaluated, tmp_path):
+    workdir, _ = evaluated
+    report.analyse(workdir, method="linear", fit_on="all", pooled=True)
+    for setting in ("baseline", "loss_l2"):  # two settings that share one finished run
+        (tmp_path / "ablation").mkdir(exist_ok=True)
+        (tmp_path / "ablation" / setting).symlink_to(workdir, target_is_directory=True)
+    rows = [ablation.summarise(tmp_path, s, axis) for s, axis in (("baseline", "all"), ("loss_l2", "loss"))]
+    table = ablation.write_table(tmp_path, rows)
+    accuracy = pd.read_csv(workdir / "analysis" / "accuracy.csv").set_index(["split", "stage"])
+    assert list(table["setting"]) == ["baseline", "loss_l2"]
+    assert table["test_mae"].iloc[0] == pytest.approx(accuracy.loc[("test", "uncorrected"), "mae"])
+    assert table["region"].iloc[0] == "lumbar" and table["smoking_q"].between(0, 1).all()
+    markdown = (tmp_path / "ablation" / "ablation.md").read_text().splitlines()
+    assert len(markdown) == 2 + 2 and markdown[2].startswith("| baseline | l1 | lumbar |")
+    assert (tmp_path / "ablation" / "mae_vs_data_size.png").stat().st_size > 5_000
