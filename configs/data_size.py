@@ -1,6 +1,6 @@
 """Training-data-size ablation: train on a fraction of the training subjects.
 
-    python -m spinejax.main --config=configs/data_size.py:0.25 --workdir=runs/default/train/data_size_0.25
+    python -m spinejax.main --config=configs/data_size.py:0.25 --workdir=runs/data_size_0.25
     python -m spinejax.main --config=configs/data_size.py:0.25,cpu --workdir=W     # 2-core CPU preset
 
 Subsets are nested: subjects are ranked once by a hash seeded with data.subset_seed, and a fraction keeps

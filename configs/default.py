@@ -1,6 +1,6 @@
 """Base training config: the ProgreSpine-sized SFCN on the whole spine, L1 loss, eligible subjects only.
 
-    python -m spinejax.main --config=configs/default.py --workdir=runs/default/train/default
+    python -m spinejax.main --config=configs/default.py --workdir=runs/full_default
     python -m spinejax.main --config=configs/default.py:cpu --workdir=W     # the 2-core CPU preset
 
 Every other config in this folder starts from this one and changes one thing (the ablations). The

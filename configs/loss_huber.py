@@ -1,6 +1,6 @@
 """Loss ablation: Huber loss of the normalised age, quadratic within loss.huber_delta_years of the truth.
 
-    python -m spinejax.main --config=configs/loss_huber.py --workdir=runs/default/train/loss_huber
+    python -m spinejax.main --config=configs/loss_huber.py --workdir=runs/loss_huber
     python -m spinejax.main --config=configs/loss_huber.py:cpu --workdir=W     # 2-core CPU preset
 
 Measured with :cpu on the default synthetic cohort (64 test series, uncorrected):

@@ -1,6 +1,6 @@
 """Loss ablation: mean absolute error of the normalised age (the paper's loss; what default.py uses).
 
-    python -m spinejax.main --config=configs/loss_l1.py --workdir=runs/default/train/loss_l1
+    python -m spinejax.main --config=configs/loss_l1.py --workdir=runs/loss_l1
     python -m spinejax.main --config=configs/loss_l1.py:cpu --workdir=W     # 2-core CPU preset
 
 Measured with :cpu on the default synthetic cohort (64 test series, uncorrected):

@@ -1,6 +1,6 @@
 """Loss ablation: mean squared error of the normalised age.
 
-    python -m spinejax.main --config=configs/loss_l2.py --workdir=runs/default/train/loss_l2
+    python -m spinejax.main --config=configs/loss_l2.py --workdir=runs/loss_l2
     python -m spinejax.main --config=configs/loss_l2.py:cpu --workdir=W     # 2-core CPU preset
 
 Measured with :cpu on the default synthetic cohort (64 test series, uncorrected):

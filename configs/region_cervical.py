@@ -1,6 +1,6 @@
 """Region ablation: train and evaluate on the cervical spine crop of the records (records/cervical/).
 
-    python -m spinejax.main --config=configs/region_cervical.py --workdir=runs/default/train/region_cervical
+    python -m spinejax.main --config=configs/region_cervical.py --workdir=runs/region_cervical
     python -m spinejax.main --config=configs/region_cervical.py:cpu --workdir=W     # 2-core CPU preset
 
 Measured with :cpu on the default synthetic cohort (64 test series, uncorrected):

@@ -1,6 +1,6 @@
 """Region ablation: train and evaluate on the lumbar spine crop of the records (records/lumbar/).
 
-    python -m spinejax.main --config=configs/region_lumbar.py --workdir=runs/default/train/region_lumbar
+    python -m spinejax.main --config=configs/region_lumbar.py --workdir=runs/region_lumbar
     python -m spinejax.main --config=configs/region_lumbar.py:cpu --workdir=W     # 2-core CPU preset
 
 Measured with :cpu on the default synthetic cohort (64 test series, uncorrected):

@@ -1,6 +1,6 @@
 """Region ablation: train and evaluate on the thoracic spine crop of the records (records/thoracic/).
 
-    python -m spinejax.main --config=configs/region_thoracic.py --workdir=runs/default/train/region_thoracic
+    python -m spinejax.main --config=configs/region_thoracic.py --workdir=runs/region_thoracic
     python -m spinejax.main --config=configs/region_thoracic.py:cpu --workdir=W     # 2-core CPU preset
 
 Measured with :cpu on the default synthetic cohort (64 test series, uncorrected):

@@ -1,6 +1,6 @@
 """Region ablation: train and evaluate on the whole spine crop of the records (records/whole/).
 
-    python -m spinejax.main --config=configs/region_whole.py --workdir=runs/default/train/region_whole
+    python -m spinejax.main --config=configs/region_whole.py --workdir=runs/region_whole
     python -m spinejax.main --config=configs/region_whole.py:cpu --workdir=W     # 2-core CPU preset
 
 Measured with :cpu on the default synthetic cohort (64 test series, uncorrected):
