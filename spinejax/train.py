@@ -85,8 +85,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     head = losses.make_head(config.loss, train_rows.rows["age"].to_numpy())
     checkpoints = checkpointing.manager(workdir, config.keep_checkpoints)
     start = checkpoints.latest_step() or 0
-    if start:  # before compiling anything: a wrong workdir should fail fast
+    if start:  # before compiling anything: a wrong workdir should fail fast, a finished one return at once
         _check_resumable(workdir / "config.json", config)
+        if start >= total_steps and (workdir / "summary.json").is_file():
+            print(f"{workdir}: already trained to step {start} of {total_steps}; nothing to do", flush=True)
+            return json.loads((workdir / "summary.json").read_text())
     state, state_sharding = build_state(config, head, train_rows.grid, total_steps, mesh)
     train_step, predict_step = steps.jit_steps(mesh, state_sharding)
 
@@ -97,9 +100,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     if start:
         state = checkpointing.restore(checkpoints, start, checkpointing.abstract_like(state, state_sharding),
                                       iterator)
-    if start >= total_steps and (workdir / "summary.json").is_file():
-        print(f"{workdir}: already trained to step {start} of {total_steps}; nothing to do", flush=True)
-        return json.loads((workdir / "summary.json").read_text())
     run_facts = {"plan_hash": train_rows.plan_hash, "region": train_rows.region,
                  "grid": list(train_rows.grid), "head": dataclasses.asdict(head), "total_steps": total_steps,
                  "steps_per_epoch": steps_per_epoch, "train_records": len(train_rows.rows),
@@ -229,19 +229,20 @@ def _check_resumable(saved_path: Path, config) -> None:
     """Refuses to resume a workdir under a config that changes what is computed."""
     if not saved_path.is_file():
         return
-    saved = _flatten(json.loads(saved_path.read_text()))
-    now = _flatten(json.loads(config.to_json_best_effort()))
+    saved = flatten(json.loads(saved_path.read_text()))
+    now = flatten(json.loads(config.to_json_best_effort()))
     changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
     if changed:
         raise ValueError(f"{saved_path.parent} holds a run of another config (differs in {', '.join(changed)}); "
                          "use a new --workdir or the same config")
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
+def flatten(tree: dict, separator: str = ".", prefix: str = "") -> dict:
+    """Nested dicts -> {'a.b.c': leaf} (joined with `separator`)."""
     flat = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten(value, separator, f"{prefix}{key}{separator}"))
         else:
             flat[f"{prefix}{key}"] = value
     return flat

@@ -35,27 +35,9 @@ TINY = {"model.channels": (8, 16), "model.pools": ((2, 2, 2), (1, 2, 2)), "model
 
 def _flags(config) -> list[str]:
     """The config as --config.key=value overrides of configs/default.py:cpu."""
-    flat = {}
-
-    def walk(tree, prefix):
-        for key, value in tree.items():
-            if isinstance(value, dict):
-                walk(value, f"{prefix}{key}.")
-            else:
-                flat[f"{prefix}{key}"] = value
-    walk(config.to_dict(), "")
-    base = default.get_config("cpu")
-    out = []
-    for key, value in flat.items():
-        if value != _get(base, key):
-            out.append(f"--config.{key}={_as_flag(value)}")
-    return out
-
-
-def _get(config, dotted):
-    for part in dotted.split("."):
-        config = config[part]
-    return config
+    base = train.flatten(default.get_config("cpu").to_dict())
+    return [f"--config.{key}={_as_flag(value)}" for key, value in train.flatten(config.to_dict()).items()
+            if value != base[key]]
 
 
 def _as_flag(value):
@@ -73,16 +55,8 @@ def _saved_params(workdir, step=None) -> dict:
     manager = checkpointing.manager(workdir, keep=2, read_only=True)
     step = manager.latest_step() if step is None else step
     state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
-    flat = {}
-
-    def walk(tree, prefix):
-        for key, value in tree.items():
-            if isinstance(value, dict):
-                walk(value, f"{prefix}{key}/")
-            else:
-                flat[f"{prefix}{key}"] = np.asarray(value)
-    walk({"params": state["params"], "batch_stats": state["batch_stats"]}, "")
-    return flat
+    flat = train.flatten({"params": state["params"], "batch_stats": state["batch_stats"]}, separator="/")
+    return {name: np.asarray(value) for name, value in flat.items()}
 
 
 def test_training_learns_age_and_writes_its_logs(learned_run, training_records):
