@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from absl import app, flags
+from absl import app, flags, logging
 
 from analysis import figures
 from data_prep import spine_labels
@@ -119,6 +119,8 @@ def define_flags():
 def main(argv):
     del argv
     f = flags.FLAGS
+    if not f["verbosity"].present:  # orbax logs every restore at INFO
+        logging.set_verbosity(logging.WARNING)
     summary = run(f.workdir, f.n, f.split, f.checkpoint)
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"Grad-CAM: {Path(f.workdir) / 'gradcam'}")

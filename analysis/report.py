@@ -111,9 +111,7 @@ def write_html(workdir, results: dict, eligibility_dir: str | None = None, figur
             body += _table(pd.read_csv(shares))
         sections.append(("Grad-CAM: where the model looks", body))
     if eligibility_dir and Path(eligibility_dir).is_dir():
-        pictures = sorted(Path(eligibility_dir).glob("*.png"))
-        if pictures:
-            sections.append(("Normal-spine eligibility", "".join(_img(p.read_bytes()) for p in pictures)))
+        sections.append(("Normal-spine eligibility", _eligibility_section(Path(eligibility_dir))))
     sections.append(("Provenance", _provenance(workdir)))
     body = "".join(f"<h2>{html.escape(title)}</h2>\n{content}\n" for title, content in sections)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>spinejax report: {html.escape(workdir.name)}"
@@ -124,6 +122,22 @@ def write_html(workdir, results: dict, eligibility_dir: str | None = None, figur
     path = workdir / "analysis" / "report.html"
     path.write_text(page)
     return path
+
+
+def _eligibility_section(folder: Path) -> str:
+    """Counts, the cluster table, the check against a synthetic truth when there is one, and the pictures."""
+    body = ""
+    if (folder / "summary.json").is_file():
+        body += _table(pd.DataFrame([json.loads((folder / "summary.json").read_text())["counts"]]))
+    if (folder / "clusters.csv").is_file():
+        clusters = pd.read_csv(folder / "clusters.csv")
+        body += _table(clusters[[c for c in clusters.columns if not c.startswith("prevalence_")]])
+    if (folder / "truth_check.json").is_file():
+        found = json.loads((folder / "truth_check.json").read_text())["detection"]
+        row = {k: v for k, v in found.items() if k != "recall_by_kind"}
+        row.update({f"recall: {kind}": v for kind, v in found["recall_by_kind"].items()})
+        body += "<p>Against the synthetic cohort's planted non-age-related spines:</p>" + _table(pd.DataFrame([row]))
+    return body + "".join(_img(p.read_bytes()) for p in sorted(folder.glob("*.png")))
 
 
 def _img(png: bytes) -> str:

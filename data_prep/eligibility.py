@@ -35,14 +35,18 @@ INVALID = -2
 LIBRARIES = ("umap-learn", "hdbscan", "numpy", "scikit-learn", "pandas", "numba", "pynndescent")
 
 
-def features_for(graded: pd.DataFrame, kind: str) -> pd.DataFrame:
-    if kind == "region_severity":
-        return pathology_features.region_severity(graded)
-    if kind == "raw":
-        return graded.astype(np.float32)
-    if kind == "both":
-        return pd.concat([pathology_features.region_severity(graded), graded.astype(np.float32)], axis=1)
-    raise ValueError(f"config.features must be 'region_severity', 'raw' or 'both', not {kind!r}")
+def features_for(graded: pd.DataFrame, config: ml_collections.ConfigDict) -> pd.DataFrame:
+    """The feature matrix config.features names, from grades [cases, condition x level], leaving out
+    grades below config.min_grade: 'region_at_least' (counts), 'raw' (grades) or 'both'."""
+    kept = graded.where(graded >= config.min_grade, 0)
+    if config.features == "region_at_least":
+        return pathology_features.region_at_least(graded, config.min_grade)
+    if config.features == "raw":
+        return kept.astype(np.float32)
+    if config.features == "both":
+        return pd.concat([pathology_features.region_at_least(graded, config.min_grade),
+                          kept.astype(np.float32)], axis=1)
+    raise ValueError(f"config.features must be 'region_at_least', 'raw' or 'both', not {config.features!r}")
 
 
 def usable_features(table: pd.DataFrame, config: ml_collections.ConfigDict
@@ -51,7 +55,7 @@ def usable_features(table: pd.DataFrame, config: ml_collections.ConfigDict
     columns = pathology_features.feature_columns(table)
     invalid = pathology_features.invalid_rows(table, columns)
     valid = (invalid == "").to_numpy()
-    features = features_for(table.loc[valid, columns].astype(np.int8), config.features)
+    features = features_for(table.loc[valid, columns].astype(np.int8), config)
     return invalid, features, pd.to_numeric(table.loc[valid, "age"]).to_numpy(float)
 
 

@@ -37,7 +37,7 @@ def main(argv: list[str]) -> None:
     start = time.perf_counter()
     table = pd.read_csv(cohort / "reports.csv")
     columns = pathology_features.feature_columns(table)
-    features = eligibility.features_for(table[columns].astype(np.int8), config.features).to_numpy(np.float32)
+    features = eligibility.features_for(table[columns].astype(np.int8), config).to_numpy(np.float32)
     times["read + features"] = time.perf_counter() - start
     start = time.perf_counter()
     embedding = normal_spines.embed(features, config)

@@ -17,11 +17,15 @@ def embedding_by_cluster(embedding: np.ndarray, cluster: np.ndarray, common: set
     fig, ax = plt.subplots(figsize=(7, 6), constrained_layout=True)
     noise = cluster < 0
     ax.scatter(*embedding[noise, :2].T, s=3, c="lightgrey", label="HDBSCAN noise (ineligible)")
-    palette = plt.get_cmap("tab20")
-    for n, label in enumerate(sorted(set(cluster[~noise].tolist()))):
+    # Common clusters take tab10 without its red and grey, which mean rare and noise here.
+    palette = [plt.get_cmap("tab10")(i) for i in (0, 2, 4, 9, 8, 5, 1, 6)]
+    shown_common = 0
+    for label in sorted(set(cluster[~noise].tolist())):
         members = cluster == label
         rare = label not in common
-        ax.scatter(*embedding[members, :2].T, s=6 if rare else 3, c="red" if rare else [palette(n % 20)],
+        colour = "red" if rare else [palette[shown_common % len(palette)]]
+        shown_common += not rare
+        ax.scatter(*embedding[members, :2].T, s=6 if rare else 3, c=colour,
                    marker="x" if rare else "o",
                    label=f"cluster {label} ({'rare' if rare else 'common'}, n={members.sum()})")
     ax.set_xlabel("UMAP 1")

@@ -3,11 +3,12 @@
 A reports table holds one severity grade (0 none, 1 mild, 2 moderate, 3 severe) per condition and level.
 Two views are used downstream:
 - raw: the grades as they are, [cases, condition x level];
-- region_severity: for each condition, spine region (cervical, thoracic, lumbar) and severity
-  (mild, moderate, severe), the number of levels of that region graded exactly that severity
-  [cases, 9 conditions x 3 regions x 3 severities = 81]. This is the paper's aggregation "by spine region
-  and severity": it keeps where and how bad, and forgets which exact level, which a radiologist reports
-  less reliably.
+- region_at_least: for each condition, spine region (cervical, thoracic, lumbar) and severity, the number
+  of levels of that region graded at least that severity [cases, 9 conditions x 3 regions x 3 severities
+  = 81 when mild is counted]. This is the paper's aggregation "by spine region and severity": it keeps
+  where and how bad, and forgets which exact level, which a radiologist reports less reliably. Counts are
+  cumulative (a severe level also counts as at least mild and at least moderate), so a level that worsens
+  by one grade changes one count by one instead of moving a count between two columns.
 """
 
 from __future__ import annotations
@@ -55,14 +56,22 @@ def columns_of(columns: list[str], condition: str, region: str | None = None) ->
             and (region is None or spine_labels.region_of_level(c.split(SEPARATOR)[1]) == region)]
 
 
-def region_severity(graded: pd.DataFrame) -> pd.DataFrame:
-    """Counts of levels per (condition, region, severity): [cases, conditions x 3 regions x 3 severities]."""
+def region_at_least(graded: pd.DataFrame, min_grade: int = 1) -> pd.DataFrame:
+    """Levels per (condition, region) graded at least each severity from `min_grade` to severe.
+
+    graded: [cases, `<condition>__<level>`] grades 0-3. Returns float32 counts [cases, conditions x
+    3 regions x (4 - min_grade)], columns `<condition>__<region>__<severity>_or_worse` ('severe' alone
+    for grade 3). Grades below `min_grade` are left out.
+    """
+    if min_grade not in (1, 2, 3):
+        raise ValueError(f"min_grade must be 1 (mild), 2 (moderate) or 3 (severe), not {min_grade!r}")
     out = {}
     for condition in conditions(list(graded.columns)):
         for region in spine_labels.REGIONS:
             block = graded[columns_of(list(graded.columns), condition, region)].to_numpy()
-            for grade, severity in enumerate(SEVERITIES, start=1):
-                out[f"{condition}{SEPARATOR}{region}{SEPARATOR}{severity}"] = (block == grade).sum(axis=1)
+            for grade in range(min_grade, 4):
+                severity = SEVERITIES[grade - 1] + ("_or_worse" if grade < 3 else "")
+                out[f"{condition}{SEPARATOR}{region}{SEPARATOR}{severity}"] = (block >= grade).sum(axis=1)
     return pd.DataFrame(out, index=graded.index).astype(np.float32)
 
 

@@ -3,9 +3,10 @@
 train_and_evaluate(config, workdir) trains the model of `config` on the train split of
 config.data.records_dir, evaluates on the validation split every config.eval_every steps, and keeps orbax
 checkpoints in WORKDIR/checkpoints. A workdir that already holds a checkpoint is resumed from it, with the
-input iterator where it was. Written to WORKDIR (by process 0): config.json (the config as given),
-run.json (what the run resolved: plan hash, age head, data counts, steps, devices), metrics.jsonl,
-tensorboard/, and summary.json at the end.
+input iterator where it was, unless the config or the records it selects changed. Written to WORKDIR (by
+process 0): config.json (the config as given), run.json (what the run resolved: plan hash, age head, data
+counts, a fingerprint of the records it reads, steps, devices), metrics.jsonl, tensorboard/, and
+summary.json at the end.
 """
 
 from __future__ import annotations
@@ -85,8 +86,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     head = losses.make_head(config.loss, train_rows.rows["age"].to_numpy())
     checkpoints = checkpointing.manager(workdir, config.keep_checkpoints)
     start = checkpoints.latest_step() or 0
+    selection = selection_fingerprint(train_rows, val_rows)
     if start:  # before compiling anything: a wrong workdir should fail fast, a finished one return at once
         _check_resumable(workdir / "config.json", config)
+        _check_same_selection(workdir / "run.json", selection)
         if start >= total_steps and (workdir / "summary.json").is_file():
             print(f"{workdir}: already trained to step {start} of {total_steps}; nothing to do", flush=True)
             return json.loads((workdir / "summary.json").read_text())
@@ -103,7 +106,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     run_facts = {"plan_hash": train_rows.plan_hash, "region": train_rows.region,
                  "grid": list(train_rows.grid), "head": dataclasses.asdict(head), "total_steps": total_steps,
                  "steps_per_epoch": steps_per_epoch, "train_records": len(train_rows.rows),
-                 "validation_records": len(val_rows.rows), "devices": jax.device_count(),
+                 "validation_records": len(val_rows.rows), "selection_sha256": selection, "devices": jax.device_count(),
                  "processes": jax.process_count(), "platform": jax.devices()[0].platform,
                  "jax": jax.__version__}
     if is_writer:
@@ -235,6 +238,28 @@ def _check_resumable(saved_path: Path, config) -> None:
     if changed:
         raise ValueError(f"{saved_path.parent} holds a run of another config (differs in {', '.join(changed)}); "
                          "use a new --workdir or the same config")
+
+
+def selection_fingerprint(train: input_pipeline.Selection, validation: input_pipeline.Selection) -> str:
+    """sha256 of which records train and validate (keys and regions): it moves when eligibility.csv, the
+    records or the subset change, so a resumed run is known to read what it started on."""
+    digest = hashlib.sha256()
+    for selection in (train, validation):
+        rows = selection.rows[["series_key", "region"]].sort_values(["series_key", "region"])
+        digest.update(f"{selection.split}:{selection.plan_hash}\n".encode())
+        digest.update(rows.to_csv(index=False).encode())
+    return digest.hexdigest()
+
+
+def _check_same_selection(run_json: Path, selection: str) -> None:
+    """Refuses to resume a workdir whose training or validation records are no longer the same."""
+    if not run_json.is_file():
+        return
+    saved = json.loads(run_json.read_text()).get("selection_sha256")
+    if saved is not None and saved != selection:
+        raise ValueError(f"{run_json.parent} was trained on another selection of records (eligibility.csv, the "
+                         "records or the data subset changed since); use a new --workdir, or delete this one "
+                         "to retrain")
 
 
 def flatten(tree: dict, separator: str = ".", prefix: str = "") -> dict:

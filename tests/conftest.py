@@ -39,6 +39,15 @@ def reports(cohort):
     return pd.read_csv(cohort / "reports.csv")
 
 
+TRAINING_RECORDS_SECRET = b"training-records-secret-0123"
+
+
+@pytest.fixture(scope="session")
+def training_records_secret() -> bytes:
+    """The key the training records' pseudonymous ids were made with."""
+    return TRAINING_RECORDS_SECRET
+
+
 @pytest.fixture(scope="session")
 def training_records(tmp_path_factory):
     """Lumbar records of 200 synthetic people split 60/20/20 (validation and test large enough for a steady MAE)."""
@@ -47,7 +56,7 @@ def training_records(tmp_path_factory):
     config = records_config.get_config()
     config.update_from_flattened_dict({"workers": 2, "regions": ("lumbar",), "split_fractions": (0.6, 0.2, 0.2),
                                        "shards_per_split": 2})
-    build_records.build(root / "cohort", root / "records", config, b"training-records-secret-0123", progress=False)
+    build_records.build(root / "cohort", root / "records", config, TRAINING_RECORDS_SECRET, progress=False)
     return root / "records"
 
 

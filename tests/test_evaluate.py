@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import ablation, gradcam, report
-from data_prep import spine_labels
+from analysis import ablation, eligibility_truth, gradcam, report
+from configs import eligibility as eligibility_config
+from data_prep import eligibility, spine_labels
 from spinejax import evaluate
 
 
@@ -70,9 +71,12 @@ def test_gradcam_maps_the_trained_model_onto_the_records_labels(evaluated):
     assert summary["records"].iloc[0] == len(pd.read_csv(workdir / "predictions" / "test.csv"))
 
 
-def test_report_holds_every_table_and_figure(evaluated, training_records):
+def test_report_holds_every_table_and_figure(evaluated, training_records, training_records_secret, tmp_path):
     workdir, _ = evaluated
-    truth = training_records.parent / "cohort" / "ground_truth.json"
+    cohort = training_records.parent / "cohort"
+    truth = cohort / "ground_truth.json"
+    eligibility.run(cohort, tmp_path / "eligibility", eligibility_config.get_config(), training_records_secret)
+    found = eligibility_truth.check(cohort, tmp_path / "eligibility", training_records_secret, seeds=[])["detection"]
     results = report.analyse(workdir, method="residual", fit_on="all", pooled=True, ground_truth=str(truth))
     accuracy = results["accuracy"].set_index(["split", "stage"])
     assert len(accuracy) == 4
@@ -82,13 +86,16 @@ def test_report_holds_every_table_and_figure(evaluated, training_records):
         results["table"].query("split == 'test'").eval("abs(predicted_age - age)").mean())
     planted = pd.read_csv(workdir / "analysis" / "planted_vs_estimated.csv")
     assert set(planted["factor"]) == set(json.loads(truth.read_text())["planted_effects_years"])
-    path = report.write_html(workdir, results)
+    path = report.write_html(workdir, results, eligibility_dir=str(tmp_path / "eligibility"))
     page = path.read_text()
-    # predicted against age, Bland-Altman, gap against age, SAG by factor, forest; Grad-CAM when drawn
+    # predicted against age, Bland-Altman, gap against age, SAG by factor, forest, the three eligibility
+    # pictures; Grad-CAM when drawn
     drawn = len(list((workdir / "gradcam").glob("*.png"))) if (workdir / "gradcam").is_dir() else 0
-    assert len(re.findall(r"<img alt=.figure. src=.data:image/png;base64,", page)) == 5 + drawn
-    for title in ("Accuracy before and after bias correction", "Bland-Altman", "Associations", "Provenance"):
+    assert len(re.findall(r"<img alt=.figure. src=.data:image/png;base64,", page)) == 5 + 3 + drawn
+    for title in ("Accuracy before and after bias correction", "Bland-Altman", "Associations", "Provenance",
+                  "Normal-spine eligibility", "recall: spondylolisthesis", "common_clusters"):
         assert title in page
+    assert f"<td>{found['abnormal']}</td>" in page and f"<td>{found['cases']}</td>" in page
     for name in ("bias_correction.json", "sag.csv", "accuracy.csv", "associations.csv"):
         assert (workdir / "analysis" / name).is_file()
 

@@ -97,12 +97,24 @@ def test_a_killed_run_resumes_to_exactly_the_same_parameters(training_records, t
     assert steps == sorted(set(range(5, 25, 5)) | set(range(4, 25, 4)))
 
 
-def test_resuming_under_another_config_is_refused(training_records, tmp_path):
-    config = _config(training_records, **{**TINY, "num_train_steps": 4})
-    train.train_and_evaluate(config, tmp_path)
+def test_resuming_under_another_config_or_selection_is_refused(training_records, tmp_path):
+    index = pd.read_csv(training_records / "index.csv", dtype=str)
+    table = index[index.region == "lumbar"][["series_key", "subject_key"]].drop_duplicates()
+    table["eligible"] = True
+    eligibility_csv = tmp_path / "eligibility.csv"
+    table.to_csv(eligibility_csv, index=False)
+    workdir = tmp_path / "run"
+    config = _config(training_records, **{**TINY, "num_train_steps": 4,
+                                          "data.eligibility_csv": str(eligibility_csv)})
+    train.train_and_evaluate(config, workdir)
+    assert train.train_and_evaluate(config, workdir)  # finished: returns its summary
+    table["eligible"] = [i % 5 != 0 for i in range(len(table))]  # eligibility re-run with another result
+    table.to_csv(eligibility_csv, index=False)
+    with pytest.raises(ValueError, match="another selection of records"):
+        train.train_and_evaluate(config, workdir)
     config.loss.name = "l2"
     with pytest.raises(ValueError, match="loss.name"):
-        train.train_and_evaluate(config, tmp_path)
+        train.train_and_evaluate(config, workdir)
 
 
 def test_non_finite_loss_stops_the_run_and_keeps_only_finite_checkpoints(training_records, tmp_path):
