@@ -164,7 +164,8 @@ def define_flags():
     flags.DEFINE_enum("fit_on", "eligible", ["eligible", "all"], "validation subjects the correction is fitted on")
     flags.DEFINE_bool("pooled", False, "associations on validation and test subjects pooled (default: test)")
     flags.DEFINE_string("ground_truth", None, "synthetic cohorts: ground_truth.json, to compare planted effects")
-    flags.DEFINE_string("eligibility_dir", None, "eligibility output folder, to include its pictures")
+    flags.DEFINE_string("eligibility_dir", None,
+                        "eligibility output folder: its counts, clusters, truth check and pictures go in the report")
     flags.DEFINE_string("figures_dir", None, "also write the main figures there as PNG files")
     flags.mark_flag_as_required("workdir")
 

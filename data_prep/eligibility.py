@@ -38,15 +38,14 @@ LIBRARIES = ("umap-learn", "hdbscan", "numpy", "scikit-learn", "pandas", "numba"
 def features_for(graded: pd.DataFrame, config: ml_collections.ConfigDict) -> pd.DataFrame:
     """The feature matrix config.features names, from grades [cases, condition x level], leaving out
     grades below config.min_grade: 'region_at_least' (counts), 'raw' (grades) or 'both'."""
-    kept = graded.where(graded >= config.min_grade, 0)
-    if config.features == "region_at_least":
-        return pathology_features.region_at_least(graded, config.min_grade)
-    if config.features == "raw":
-        return kept.astype(np.float32)
-    if config.features == "both":
-        return pd.concat([pathology_features.region_at_least(graded, config.min_grade),
-                          kept.astype(np.float32)], axis=1)
-    raise ValueError(f"config.features must be 'region_at_least', 'raw' or 'both', not {config.features!r}")
+    if config.features not in ("region_at_least", "raw", "both"):
+        raise ValueError(f"config.features must be 'region_at_least', 'raw' or 'both', not {config.features!r}")
+    parts = []
+    if config.features in ("region_at_least", "both"):
+        parts.append(pathology_features.region_at_least(graded, config.min_grade))
+    if config.features in ("raw", "both"):
+        parts.append(graded.where(graded >= config.min_grade, 0).astype(np.float32))
+    return pd.concat(parts, axis=1)
 
 
 def usable_features(table: pd.DataFrame, config: ml_collections.ConfigDict

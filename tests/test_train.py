@@ -97,9 +97,14 @@ def test_a_killed_run_resumes_to_exactly_the_same_parameters(training_records, t
     assert steps == sorted(set(range(5, 25, 5)) | set(range(4, 25, 4)))
 
 
-def test_resuming_under_another_config_or_selection_is_refused(training_records, tmp_path):
+def _lumbar_series(training_records) -> pd.DataFrame:
+    """series_key, subject_key of each lumbar record: the rows of an eligibility table."""
     index = pd.read_csv(training_records / "index.csv", dtype=str)
-    table = index[index.region == "lumbar"][["series_key", "subject_key"]].drop_duplicates()
+    return index[index.region == "lumbar"][["series_key", "subject_key"]].drop_duplicates()
+
+
+def test_resuming_under_another_config_or_selection_is_refused(training_records, tmp_path):
+    table = _lumbar_series(training_records)
     table["eligible"] = True
     eligibility_csv = tmp_path / "eligibility.csv"
     table.to_csv(eligibility_csv, index=False)
@@ -136,8 +141,7 @@ def test_records_of_another_plan_are_refused(training_records, tmp_path):
 
 
 def test_eligibility_restricts_training_and_validation(training_records, tmp_path):
-    index = pd.read_csv(training_records / "index.csv", dtype=str)
-    table = index[index.region == "lumbar"][["series_key", "subject_key"]].drop_duplicates()
+    table = _lumbar_series(training_records)
     table["eligible"] = [i % 3 != 0 for i in range(len(table))]
     table.to_csv(tmp_path / "eligibility.csv", index=False)
     config = _config(training_records, **{"data.eligibility_csv": str(tmp_path / "eligibility.csv")})
