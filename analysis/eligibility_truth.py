@@ -53,7 +53,7 @@ def check(cohort: Path, result_dir: Path, secret: bytes, seeds: list[int]) -> di
 
     summary = json.loads((result_dir / "summary.json").read_text())
     config = ml_collections.ConfigDict(summary["config"])
-    _, features, ages = eligibility.usable_features(pd.read_csv(cohort / "reports.csv"), config)
+    features, ages = eligibility.usable_features(eligibility.read_table(cohort, config), config)
     first_eligible = table["eligible"].to_numpy()[valid]
     first_cluster = table["cluster"].to_numpy()[valid]
     runs = []

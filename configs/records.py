@@ -11,6 +11,8 @@ spine on 16 x 768 x 256 voxels (the paper's slab is 14 x 793 x 384).
 
 import ml_collections
 
+from data_prep import pathology_features
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -22,15 +24,30 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.mask_dilation_mm = 4.0
     config.clip_percentiles = (0.5, 99.5)
     config.crop_margin_mm = 12.0
+    # A whole-spine sagittal slab has 11-17 slices of 3-4 mm; fewer than this cannot cover the spine from side
+    # to side (one- and two-slice "series" are scouts or exports gone wrong).
+    config.min_slices = 8
+    # A region whose mask lacks more than this share of its vertebrae and discs is refused for that region
+    # (a lumbar-only scan is not a whole-spine record); each record lists the levels it has.
+    config.max_missing_level_share = 0.25
     config.regions = ("whole", "cervical", "thoracic", "lumbar")
     config.split_fractions = (0.8, 0.1, 0.1)  # train, validation, test; by subject
     config.shards_per_split = 4  # files per region and split; a record's shard comes from its series key
     config.max_oblique_deg = 30.0  # slice normals further than this from left-right are not sagittal
+    config.max_cropped_share = 0.05  # a region whose grid crops the anatomy of more records than this: warned
     config.workers = 0  # 0: all cores
-    # Columns of reports.csv copied, keyed by series, into RECORDS_DIR/reports.csv for the analysis: named
-    # here so that no other column (a name, a date of birth) can slip through. Pathology grades
-    # (<condition>__<level>), age, sex and site always go.
-    config.report_columns = ("smoking", "physical_work", "coffee", "left_handed")
+    # reports.csv (data_prep/reports_table.py). Columns copied, keyed by series, into RECORDS_DIR/reports.csv for
+    # the analysis, each with its vocabulary: 'yes_no' (yes/no, y/n, true/false, 1/0), 'number', or a tuple of
+    # levels. Only these, the ids, age, sex, site and the pathology grades of `pathology_conditions` are read:
+    # no other column (a name, a comment) can slip through. A row whose value is outside its vocabulary is
+    # rejected with its reason (rejections.csv).
+    config.report_columns = ml_collections.ConfigDict(
+        {"smoking": "yes_no", "physical_work": "yes_no", "coffee": "yes_no", "left_handed": "yes_no"})
+    config.pathology_conditions = pathology_features.CONDITIONS
+    config.age_range_years = (0.0, 120.0)  # an age must satisfy low < age <= high (years)
+    # Raw site value -> the code outputs carry (for example {"North Valley Clinic": "A"}). Empty: each site
+    # appears as a keyed code ('site-' and 8 hex characters), so no hospital name reaches an output.
+    config.site_codes = ml_collections.ConfigDict()
     if arg == "paper":
         config.spacing_mm = (4.0, 1.0, 1.0)
         config.grids = ml_collections.ConfigDict({

@@ -3,21 +3,30 @@
     python -m data_prep.build_records --input=COHORT_DIR --out=RECORDS_DIR [--config=configs/records.py]
         [--secret_file=PATH]
 
-Inputs: every DICOM series under COHORT_DIR/dicom (data_prep.dicom_series) and every
-COHORT_DIR/nifti/<series_id>.nii.gz, each with COHORT_DIR/masks/<series_id>.nii.gz and its row of
-COHORT_DIR/reports.csv. Each input becomes records (one per region) or one failure row; a region that
-cannot be cut (say, a lumbar-only scan has no cervical labels) is a failure row of its own.
+Inputs: every DICOM series under COHORT_DIR/dicom (data_prep.dicom_series: classic and Enhanced MR, any
+nesting) and every NIfTI scan under COHORT_DIR/nifti (`.nii` or `.nii.gz`, any letter case, subfolders
+allowed; the series id is the file name without its extension), each with its mask
+COHORT_DIR/masks/<series id>.nii[.gz] and its row of COHORT_DIR/reports.csv (data_prep.reports_table).
+Each input becomes records (one per region) or one failure row with a reason code; a region that cannot be
+cut (a lumbar-only scan has no whole spine) is a failure row of its own. The codes are listed in
+docs/ingestion_contract.md. The same series reachable twice (DICOM and its NIfTI, `X.nii` and `X.nii.gz`)
+gives one set of records; so does the same voxel data under two ids.
 
-Outputs in RECORDS_DIR:
+Outputs in RECORDS_DIR (data_prep.output_folder: written whole, never over the user's files, one run at a time):
     <region>/<split>-NNNNN-of-MMMMM.array_record   records (spinejax.records), group_size:1
-    index.csv        one row per record: keys, split, region, age, sex, site, shard, position
-    failures.csv     one row per failed input or region: input key, kind, region, reason
-    manifest.json    plan and plan hash, counts (inputs = processed + failed), shapes, versions, fingerprint
+    index.csv        one row per record: keys, split, region, age, sex, site, levels_missing, cropped, shard, position
+    failures.csv     one row per input, file or region not made into records: input_key, kind, region, code, reason
+    rejections.csv   one row per reports.csv row not used: line, series_key, code, column, reason
+    reports.csv      the used rows keyed by series, declared columns only (for the analysis)
+    manifest.json    plan, counts (inputs = processed + failed; rows = used + rejected), fingerprints, versions
     qc_<region>.png  mid-sagittal slices of random records with the mask outline
-De-identification: no name, id, date, accession number, UID or path of the input reaches an output;
-subjects, series and failed inputs appear only as keyed hashes (data_prep.pseudonym).
-Work is cached per input under RECORDS_DIR.partial/ and renamed into place when complete: a killed run,
-started again, redoes only unfinished inputs, and the output bytes do not depend on the worker count.
+De-identification: outputs hold keyed hashes, numbers, spinejax's own words and declared categories only;
+no name, id, date, accession number, UID, path, header value, cell text or exception text.
+Freshness: the output is up to date only when every input file (size and modification time), mask, reports
+row, the plan and config, the secret (by a keyed fingerprint) and the code's version are unchanged;
+otherwise everything is rebuilt, and the run says so. Work is cached per input (under a key of all of
+these) in RECORDS_DIR.partial/, so a killed run, started again, redoes only unfinished inputs; the bytes
+do not depend on the worker count.
 """
 
 from __future__ import annotations
@@ -25,11 +34,9 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import multiprocessing
 import os
-import shutil
-import sys
-import time
+import re
+from collections import Counter
 from pathlib import Path
 
 import ml_collections
@@ -38,241 +45,357 @@ import pandas as pd
 from absl import app, flags
 from array_record.python.array_record_module import ArrayRecordWriter
 from ml_collections import config_flags
-from tqdm import tqdm
 
-from data_prep import canonical, dicom_series, preprocess, pseudonym, splits
+from data_prep import canonical, dicom_series, output_folder, parallel, preprocess, pseudonym, reports_table, splits
+from data_prep.refusal import Refusal
 from spinejax import records
+from spinejax.errors import InputError, one_line_errors
 
 FLAGS = flags.FLAGS
+BUILD_VERSION = 3  # what a record holds for the same input and plan; bump when that changes
 LIBRARIES = ("numpy", "scipy", "pydicom", "nibabel", "array-record", "pylibjpeg", "pylibjpeg-libjpeg",
              "pylibjpeg-openjpeg", "pylibjpeg-rle")
+_NIFTI = re.compile(r"^(?P<stem>.+)\.nii(\.gz)?$", re.IGNORECASE)
+INTERNAL = ("internal_error", "an unexpected error in spinejax (a bug): rerun with SPINEJAX_DEBUG=1 to see it")
 
 
 def plan_from(config: ml_collections.ConfigDict) -> preprocess.Plan:
     return preprocess.Plan(
         spacing_mm=tuple(config.spacing_mm), grids=tuple((r, tuple(config.grids[r])) for r in config.regions),
         mask_dilation_mm=config.mask_dilation_mm, clip_percentiles=tuple(config.clip_percentiles),
-        crop_margin_mm=config.crop_margin_mm)
+        crop_margin_mm=config.crop_margin_mm, min_slices=int(config.min_slices),
+        max_missing_level_share=float(config.max_missing_level_share))
 
 
-def list_inputs(cohort: Path) -> tuple[list[dict], list[dict]]:
-    """(inputs, failures) in a fixed order. Each input: kind, series_id, relative path, files."""
-    inputs, failures = [], []
+def read_reports(cohort: Path, config: ml_collections.ConfigDict) -> reports_table.ReportsTable:
+    return reports_table.read(cohort / "reports.csv", declared=config.report_columns.to_dict(),
+                              conditions=tuple(config.pathology_conditions),
+                              age_range_years=tuple(config.age_range_years),
+                              site_codes=config.site_codes.to_dict() or None)
+
+
+def _nifti_files(folder: Path) -> tuple[dict[str, list[Path]], list[Path]]:
+    """(series id -> NIfTI files under `folder`, in path order; other files)."""
+    found, other = {}, []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []:
+        match = _NIFTI.match(path.name)
+        if match:
+            found.setdefault(match.group("stem"), []).append(path)
+        else:
+            other.append(path)
+    return found, other
+
+
+def _failure(kind: str, where: str, code: str, message: str, series_id: str = "", region: str = "") -> dict:
+    return {"kind": kind, "where": where, "series_id": series_id, "region": region, "code": code,
+            "message": message}
+
+
+def list_inputs(cohort: Path, config: ml_collections.ConfigDict) -> tuple[list[dict], list[dict]]:
+    """(inputs to process, failures found while listing), both in a fixed order.
+
+    An input: kind ('dicom' or 'nifti'), series_id, where (relative path), files, mask (path, None when
+    absent, 'ambiguous' when two masks share the id) and, for DICOM, the SeriesFiles."""
+    failures, candidates = [], []
     dicom_root = cohort / "dicom"
     if dicom_root.is_dir():
-        found, bad_files = dicom_series.find_series(dicom_root)
-        for failure in bad_files:
-            failures.append({"kind": "dicom file", "where": str(failure.path.relative_to(cohort)),
-                             "region": "", "reason": failure.reason})
+        found, bad_files = dicom_series.find_series(dicom_root, config.max_oblique_deg)
+        for f in bad_files:
+            failures.append(_failure("file", str(f.path.relative_to(cohort)), f.code, f.message))
         for series in found:
-            inputs.append({"kind": "dicom", "series_id": series.series_uid, "part": series.part,
-                           "where": str(series.files[0].parent.relative_to(cohort)),
-                           "orientation": series.orientation, "files": [str(p) for p in series.files]})
-    for path in sorted((cohort / "nifti").glob("*.nii*")) if (cohort / "nifti").is_dir() else []:
-        series_id = path.name.split(".nii")[0]
-        inputs.append({"kind": "nifti", "series_id": series_id, "part": 0,
-                       "where": str(path.relative_to(cohort)), "files": [str(path)]})
+            where = str(series.files[0].parent.relative_to(cohort))
+            if series.part > 0:
+                failures.append(_failure(
+                    "dicom", where, "other_part", f"{len(series.slices)} slice(s) of another orientation or matrix "
+                    "sharing the SeriesInstanceUID of a series (a localizer?): split off", series.series_uid))
+                continue
+            candidates.append({"kind": "dicom", "series_id": series.series_uid, "where": where,
+                               "files": [str(p) for p in series.files], "series": series})
+    scans, others = _nifti_files(cohort / "nifti")
+    for path in others:
+        failures.append(_failure("file", str(path.relative_to(cohort)), "not_nifti",
+                                 "not a NIfTI file (.nii or .nii.gz) in nifti/"))
+    for series_id, paths in scans.items():
+        for path in sorted(paths, key=lambda p: (not p.name.lower().endswith(".gz"), str(p))):
+            candidates.append({"kind": "nifti", "series_id": series_id, "where": str(path.relative_to(cohort)),
+                               "files": [str(path)]})
+    masks, _ = _nifti_files(cohort / "masks")
+    inputs, taken = [], set()
+    for item in sorted(candidates, key=lambda c: (c["kind"] != "dicom", c["series_id"], c["where"])):
+        if item["series_id"] in taken:
+            failures.append(_failure(item["kind"], item["where"], "duplicate_series", "the same series id as "
+                                     "another input (DICOM is kept before NIfTI, .nii.gz before .nii)",
+                                     item["series_id"]))
+            continue
+        taken.add(item["series_id"])
+        paths = masks.get(item["series_id"], [])
+        item["mask"] = str(paths[0]) if len(paths) == 1 else ("ambiguous" if paths else None)
+        inputs.append(item)
     return inputs, failures
 
 
-def load_scan(item: dict) -> canonical.Volume:
-    """The scan of one listed input, not yet canonical. Raises SeriesError or ValueError with a reason."""
+def _stat(path: str) -> list:
+    info = os.stat(path)
+    return [path, info.st_size, info.st_mtime_ns]
+
+
+def input_key(item: dict, report: dict | None, stamp: str, secret: bytes) -> str:
+    """Keyed hash of everything one input's result depends on: its files and mask (size and modification
+    time), its reports row, and the run's stamp (plan, config, code version, secret fingerprint)."""
+    files = [_stat(f) for f in item["files"]]
+    mask = _stat(item["mask"]) if item["mask"] not in (None, "ambiguous") else item["mask"]
+    text = json.dumps([stamp, item["kind"], item["series_id"], files, mask, report], sort_keys=True, default=str)
+    return pseudonym.keyed_hash(text, secret, "input-content")
+
+
+def _refused(error: Refusal, region: str = "", mask: bool = False) -> dict:
+    if mask and error.code not in ("mask_not_labels",):
+        return {"region": region, "code": "unreadable_mask", "message": f"mask: {error.message}"}
+    return {"region": region, "code": error.code, "message": error.message}
+
+
+def _load(item: dict) -> canonical.Volume:
     if item["kind"] == "dicom":
-        return dicom_series.load_series(dicom_series.SeriesFiles(
-            item["series_id"], tuple(Path(f) for f in item["files"]), tuple(item["orientation"]), 0))
+        return dicom_series.load_series(item["series"])
     return canonical.load_nifti(item["files"][0])
 
 
-def process_input(item: dict, cohort: Path, report: dict | None, plan: preprocess.Plan,
-                  config: ml_collections.ConfigDict, secret: bytes) -> dict:
-    """One input to its records, or to a failure. Pure apart from reading the input's files."""
-    def failed(reason: str, region: str = "") -> dict:
-        return {"records": [], "failures": [{"region": region, "reason": reason}]}
+def process_input(item: dict, report: dict, plan: preprocess.Plan, config: ml_collections.ConfigDict,
+                  secret: bytes) -> dict:
+    """One input to its records or failures: {'records': [...], 'failures': [...], 'native_spacing_mm',
+    'content_sha256' (of the canonical voxels, to find the same scan under two ids)}. Pure apart from
+    reading the input's files; every refusal is a failure with a code, never an exception."""
+    def failed(code: str, message: str) -> dict:
+        return {"records": [], "failures": [{"region": "", "code": code, "message": message}]}
 
-    if report is None:
-        return failed("no row for this series in reports.csv")
-    if item["part"] > 0:
-        return failed("a second orientation or matrix size inside one series (series split)")
-    if item["kind"] == "dicom" and not dicom_series.is_sagittal(item["orientation"], config.max_oblique_deg):
-        return failed("not a sagittal series")
+    if item["kind"] == "dicom" and not dicom_series.is_sagittal(item["series"].orientation, config.max_oblique_deg):
+        return failed("not_sagittal", f"the slice normal is more than {config.max_oblique_deg:g} degrees from "
+                                      "left-right: not a sagittal series")
     try:
-        scan = load_scan(item)
-    except dicom_series.SeriesError as error:
-        return failed(error.reason)
-    except ValueError as error:  # load_nifti's "<path>: <reason>"; keep the reason, not the path
-        return failed(f"scan refused: {str(error).split(': ', 1)[-1]}")
-    except Exception as error:  # noqa: BLE001 - unreadable NIfTI of any kind
-        return failed(f"scan cannot be read ({type(error).__name__})")
-    mask_path = cohort / "masks" / f"{item['series_id']}.nii.gz"
-    if not mask_path.is_file():
-        return failed("no mask for this series")
+        scan = canonical.to_canonical(_load(item))
+    except Refusal as error:
+        return {"records": [], "failures": [_refused(error)]}
+    if scan.data.shape[0] < plan.min_slices:
+        return failed("too_few_slices", f"{scan.data.shape[0]} sagittal slice(s); the plan needs at least "
+                                        f"{plan.min_slices} to cover the spine from side to side")
+    if float(scan.data.max()) == float(scan.data.min()):
+        return failed("constant_image", "every voxel has the same value (a blank image or RescaleSlope 0)")
+    if item["mask"] is None:
+        return failed("no_mask", "no mask masks/<series id>.nii.gz for this series")
+    if item["mask"] == "ambiguous":
+        return failed("ambiguous_mask", "two masks for this series id (.nii and .nii.gz, or in two folders)")
     try:
-        labels = canonical.load_nifti(mask_path, is_label=True)
-    except Exception as error:  # noqa: BLE001
-        return failed(f"mask cannot be read ({type(error).__name__})")
-    scan, labels = canonical.to_canonical(scan), canonical.to_canonical(labels)
+        labels = canonical.to_canonical(canonical.load_nifti(item["mask"], is_label=True))
+    except Refusal as error:
+        return {"records": [], "failures": [_refused(error, mask=True)]}
     if scan.data.shape != labels.data.shape or not np.allclose(scan.affine_lps, labels.affine_lps, atol=0.1):
-        return failed(f"mask grid {labels.data.shape} does not match the scan's {scan.data.shape}")
+        return failed("mask_grid", f"mask grid {labels.data.shape} does not match the scan's {scan.data.shape}")
 
     subject_key = pseudonym.subject_key(report["subject_id"], secret)
     series_key = pseudonym.series_key(item["series_id"], secret)
     split = splits.split_of(subject_key, tuple(config.split_fractions))
-    out = {"records": [], "failures": [], "native_spacing_mm": [float(v) for v in scan.spacing]}
+    out = {"records": [], "failures": [], "native_spacing_mm": [float(v) for v in scan.spacing],
+           "content_sha256": hashlib.sha256(scan.data.tobytes()).hexdigest()}
     try:
         resampled = preprocess.resample(scan, labels, plan)
-    except preprocess.RegionError as error:
-        return failed(str(error))
+    except Refusal as error:
+        return {"records": [], "failures": [_refused(error)]}
+    present_labels = set(np.flatnonzero(np.bincount(labels.data.ravel().clip(0, 65535))).tolist())
     for region in config.regions:
         try:
+            levels = preprocess.coverage(present_labels, plan, region)
             arrays = preprocess.cut_region(*resampled, plan, region)
-        except preprocess.RegionError as error:
-            out["failures"].append({"region": region, "reason": str(error)})
+        except Refusal as error:
+            out["failures"].append(_refused(error, region))
             continue
         fields = {**arrays, "schema_version": records.SCHEMA_VERSION, "plan_hash": plan.fingerprint(),
                   "subject_key": subject_key, "series_key": series_key, "split": split, "region": region,
-                  "age": float(report["age"]), "sex": str(report.get("sex", "") or ""),
-                  "site": str(report.get("site", "") or "")}
+                  "age": float(report["age"]), "sex": report["sex"], "site": report["site"],
+                  "levels_present": ",".join(levels)}
         out["records"].append({"region": region, "split": split, "series_key": series_key,
+                               "levels_missing": len(preprocess.region_levels(region)) - len(levels),
                                "extent_mm": preprocess.region_extent_mm(resampled[1], plan, region),
                                "bytes": records.encode(fields)})
     return out
 
 
-def _cache_path(partial: Path, index: int) -> Path:
-    return partial / ".cache" / f"{index:07d}.npz"
+def _cache_path(partial: Path, key: str) -> Path:
+    return partial / ".cache" / f"{key}.npz"
 
 
-def _worker(args) -> int:
-    index, item, cohort, report, plan, config, secret, partial = args
-    path = _cache_path(Path(partial), index)
+def _worker(args) -> str:
+    """Processes one input into its cache file (kept when already there); returns its key."""
+    key, item, report, plan, config, secret, partial = args
+    path = _cache_path(Path(partial), key)
     if path.exists():
-        return index
-    result = process_input(item, Path(cohort), report, plan, config, secret)
+        return key
+    try:
+        result = process_input(item, report, plan, config, secret)
+    except Exception:  # noqa: BLE001 - a bug must not lose the batch; SPINEJAX_DEBUG shows it
+        if os.environ.get("SPINEJAX_DEBUG"):
+            raise
+        result = {"records": [], "failures": [{"region": "", "code": INTERNAL[0], "message": INTERNAL[1]}]}
     blobs = {f"r{n}": np.frombuffer(r["bytes"], np.uint8) for n, r in enumerate(result["records"])}
     meta = json.dumps({"records": [{k: v for k, v in r.items() if k != "bytes"} for r in result["records"]],
-                       "failures": result["failures"], "native_spacing_mm": result.get("native_spacing_mm")})
+                       **{k: v for k, v in result.items() if k != "records"}})
     tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
     np.savez(tmp, meta=np.frombuffer(meta.encode(), np.uint8), **blobs)  # arrays only: no pickle
     os.replace(tmp, path)
-    return index
+    return key
+
+
+def site_code(site: str, secret: bytes, declared: bool) -> str:
+    """A site as it may appear in outputs: its declared code, else a keyed code ('' when unknown)."""
+    if declared or not site:
+        return site
+    return "site-" + pseudonym.keyed_hash(site, secret, "site")[:8]
+
+
+def _usable_rows(table: reports_table.ReportsTable, secret: bytes) -> dict[str, dict]:
+    """series id -> the row as the records carry it (site coded)."""
+    rows = table.rows.drop(columns=["line"]).to_dict("index")
+    for row in rows.values():
+        row["site"] = site_code(row["site"], secret, table.site_declared)
+    return rows
 
 
 def build(cohort: Path, out: Path, config: ml_collections.ConfigDict, secret: bytes, progress: bool = True) -> dict:
-    """The whole step (module docstring); returns the manifest."""
-    plan = plan_from(config)
-    reports_path = cohort / "reports.csv"
-    if not reports_path.is_file():
-        raise FileNotFoundError(f"{reports_path}: no reports table")
-    table = pd.read_csv(reports_path, dtype={"series_id": str, "subject_id": str})
-    reports = {row["series_id"]: row for row in table.to_dict("records")}
-    inputs, file_failures = list_inputs(cohort)
-    fingerprint = hashlib.sha256(json.dumps(
-        [(i["where"], i["series_id"], len(i["files"])) for i in inputs]).encode()).hexdigest()
-    # What decides the output; the worker count does not, so it is left out (and a rerun with other
-    # workers is still up to date).
-    config_json = {k: v for k, v in json.loads(config.to_json()).items() if k != "workers"}
-    if (out / "manifest.json").exists():
-        done = json.loads((out / "manifest.json").read_text())
-        if (done.get("input_fingerprint") == fingerprint and done.get("config") == config_json
-                and done.get("schema_version") == records.SCHEMA_VERSION):
-            return {**done, "skipped": True}
-        shutil.rmtree(out)
-    partial = out.with_name(out.name + ".partial")
-    stamp = partial / ".config.json"
-    state = json.dumps({"config": config_json, "fingerprint": fingerprint, "plan": plan.fingerprint(),
-                        "schema_version": records.SCHEMA_VERSION})
-    if partial.exists() and (not stamp.exists() or stamp.read_text() != state):
-        shutil.rmtree(partial)
-    (partial / ".cache").mkdir(parents=True, exist_ok=True)
-    stamp.write_text(state)
+    """The whole step (module docstring); returns the manifest, plus console-only `outcomes` and
+    `rejections` (with paths and raw ids: never written) and `announce` (what the run decided)."""
+    cohort, out = Path(cohort), Path(out)
+    if not cohort.is_dir():
+        raise InputError(f"{cohort}: no such cohort folder")
+    with output_folder.OutputFolder(out, "records") as folder:
+        table = read_reports(cohort, config)
+        rows = _usable_rows(table, secret)
+        inputs, listed_failures = list_inputs(cohort, config)
+        plan = plan_from(config)
+        config_json = {k: v for k, v in json.loads(config.to_json()).items() if k != "workers"}
+        # Raw site names are the user's (a hospital's name): they shape the stamp, outputs get the codes only.
+        stamp = {"config": config_json, "plan": plan.fingerprint(), "build_version": BUILD_VERSION,
+                 "schema_version": records.SCHEMA_VERSION, "secret": pseudonym.secret_fingerprint(secret)}
+        stamp_text = json.dumps(stamp, sort_keys=True)
+        keys = [input_key(item, rows.get(item["series_id"]), stamp_text, secret) for item in inputs]
+        fingerprint = pseudonym.keyed_hash(json.dumps(
+            [stamp_text, keys, [(f["where"], f["code"]) for f in listed_failures],
+             [(r.line, r.code) for r in table.rejected], table.sha256]), secret, "build")
+        previous = out / "manifest.json"
+        if previous.is_file():
+            done = json.loads(previous.read_text())
+            if done.get("build_fingerprint") == fingerprint:
+                return {**done, "skipped": True, "outcomes": [], "rejections": [], "announce": ""}
+        announce = ("inputs, reports, plan, secret or code changed since the last build: rebuilding all records"
+                    if previous.is_file() else "")
+        resumed = folder.start({"stamp": pseudonym.keyed_hash(stamp_text, secret, "stamp")})
+        (folder.partial / ".cache").mkdir(exist_ok=True)
+        todo = [(key, item, rows[item["series_id"]], plan, config, secret, str(folder.partial))
+                for key, item in zip(keys, inputs) if item["series_id"] in rows]
+        list(parallel.map_jobs(_worker, todo, config.workers, desc="series", progress=progress))
+        manifest, outcomes = _assemble(folder.partial, inputs, keys, listed_failures, table, rows, plan, config,
+                                       secret)
+        codes_only = {**config_json, "site_codes": sorted(set(map(str, config.site_codes.values())))}
+        manifest.update({"config": codes_only, "build_fingerprint": fingerprint, "build_version": BUILD_VERSION,
+                         "secret_fingerprint": stamp["secret"], "reports_sha256": table.sha256,
+                         "libraries": {name: importlib.metadata.version(name) for name in LIBRARIES}})
+        (folder.partial / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        for path in (folder.partial / ".cache").iterdir():
+            path.unlink()
+        (folder.partial / ".cache").rmdir()
+        folder.commit()
+    rejections = [{"line": r.line, "series_id": r.series_id, "code": r.code, "column": r.column}
+                  for r in table.rejected]
+    return {**manifest, "skipped": False, "outcomes": outcomes, "rejections": rejections,
+            "announce": announce + (" (resumed an interrupted run)" if resumed else "")}
 
-    start = time.perf_counter()
-    jobs = [(n, item, str(cohort), reports.get(item["series_id"]), plan, config, secret, str(partial))
-            for n, item in enumerate(inputs)]
-    workers = config.workers or os.cpu_count() or 1
-    bar = tqdm(total=len(jobs), desc="series", unit="series", disable=not progress, file=sys.stdout,
-               mininterval=0.5 if sys.stdout.isatty() else 15.0)
-    if workers == 1:
-        for job in jobs:
-            _worker(job)
-            bar.update()
-    else:
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            for _ in pool.imap_unordered(_worker, jobs, chunksize=1):
-                bar.update()
-    bar.close()
-    seconds_processing = time.perf_counter() - start
 
-    # Shards, index and failures from the cache, in input order: the same bytes whatever the workers.
-    writers, counts_per_shard, index_rows, failure_rows = {}, {}, [], []
-    n_shards = config.shards_per_split
-    for failure in file_failures:
-        failure_rows.append({"input_key": pseudonym.keyed_hash(failure["where"], secret, "input"),
-                             "kind": failure["kind"], "region": "", "reason": failure["reason"]})
-    processed = failed = 0
-    local_failures = [f"{f['where']}: {f['reason']}" for f in file_failures]  # paths: console only
-    native_spacing, extents = [], {r: [] for r in config.regions}
-    keep = []
-    for n, item in enumerate(inputs):
-        cached = np.load(_cache_path(partial, n))
-        meta = json.loads(cached["meta"].tobytes())
-        input_key = pseudonym.keyed_hash(f"{item['where']}|{item['series_id']}|{item['part']}", secret, "input")
-        for failure in meta["failures"]:
-            failure_rows.append({"input_key": input_key, "kind": item["kind"], **failure})
-            what = f"{item['kind']}, {failure['region']}" if failure["region"] else item["kind"]
-            local_failures.append(f"{item['where']} ({what}): {failure['reason']}")
-        if not meta["records"]:
-            failed += 1
+def _assemble(partial: Path, inputs: list[dict], keys: list[str], listed_failures: list[dict],
+              table: reports_table.ReportsTable, rows: dict, plan: preprocess.Plan,
+              config: ml_collections.ConfigDict, secret: bytes) -> tuple[dict, list[dict]]:
+    """Shards, index.csv, failures.csv, rejections.csv, reports.csv and the manifest's counts from the cache,
+    in input order (the same bytes whatever the workers). Returns (manifest, console-only outcomes)."""
+    rejected_ids = {r.series_id for r in table.rejected if r.series_id}
+    writers, counts_per_shard, index_rows, outcomes = {}, {}, [], list(listed_failures)
+    native_spacing, extents, seen_content, kept = [], {r: [] for r in config.regions}, set(), []
+    processed = 0
+    for key, item in zip(keys, inputs):
+        if item["series_id"] not in rows:
+            code = "report_row_rejected" if item["series_id"] in rejected_ids else "no_report_row"
+            message = ("its reports.csv row was rejected (rejections.csv says why)" if code == "report_row_rejected"
+                       else "no row for this series in reports.csv")
+            outcomes.append(_failure(item["kind"], item["where"], code, message, item["series_id"]))
             continue
+        cached = np.load(_cache_path(partial, key))
+        meta = json.loads(cached["meta"].tobytes())
+        if meta["records"] and meta["content_sha256"] in seen_content:
+            outcomes.append(_failure(item["kind"], item["where"], "duplicate_scan", "the same voxel data as another "
+                                     "input already made into records", item["series_id"]))
+            continue
+        for failure in meta["failures"]:
+            outcomes.append(_failure(item["kind"], item["where"], failure["code"], failure["message"],
+                                     item["series_id"], failure["region"]))
+        if not meta["records"]:
+            continue
+        seen_content.add(meta["content_sha256"])
         processed += 1
-        report = reports[item["series_id"]]
+        report = rows[item["series_id"]]
         native_spacing.append(meta["native_spacing_mm"])
-        keep.append((report, meta["records"][0]["series_key"], meta["records"][0]["split"]))
+        kept.append((report, meta["records"][0]["series_key"], meta["records"][0]["split"]))
         for m, record in enumerate(meta["records"]):
-            shard = int(record["series_key"][:8], 16) % n_shards
-            key = (record["region"], record["split"], shard)
-            if key not in writers:
+            shard = int(record["series_key"][:8], 16) % config.shards_per_split
+            where = (record["region"], record["split"], shard)
+            if where not in writers:
                 (partial / record["region"]).mkdir(exist_ok=True)
-                name = f"{record['split']}-{shard:05d}-of-{n_shards:05d}.array_record"
-                writers[key] = (ArrayRecordWriter(str(partial / record["region"] / name), "group_size:1"), name)
-                counts_per_shard[key] = 0
-            writers[key][0].write(cached[f"r{m}"].tobytes())
+                name = f"{record['split']}-{shard:05d}-of-{config.shards_per_split:05d}.array_record"
+                writers[where] = (ArrayRecordWriter(str(partial / record["region"] / name), "group_size:1"), name)
+                counts_per_shard[where] = 0
+            writers[where][0].write(cached[f"r{m}"].tobytes())
+            capacity = np.asarray(plan.grid(record["region"])) * np.asarray(plan.spacing_mm)
             extents[record["region"]].append(record["extent_mm"])
             index_rows.append({
                 "series_key": record["series_key"], "subject_key": pseudonym.subject_key(report["subject_id"], secret),
-                "split": record["split"], "region": record["region"], "age": report["age"],
-                "sex": report.get("sex", ""), "site": report.get("site", ""),
-                "shard": f"{record['region']}/{writers[key][1]}", "position": counts_per_shard[key]})
-            counts_per_shard[key] += 1
+                "split": record["split"], "region": record["region"], "age": report["age"], "sex": report["sex"],
+                "site": report["site"], "levels_missing": record["levels_missing"],
+                "cropped": bool((np.asarray(record["extent_mm"]) > capacity).any()),
+                "shard": f"{record['region']}/{writers[where][1]}", "position": counts_per_shard[where]})
+            counts_per_shard[where] += 1
     for writer, _ in writers.values():
         writer.close()
-    index = pd.DataFrame(index_rows, columns=["series_key", "subject_key", "split", "region", "age", "sex",
-                                              "site", "shard", "position"])
+
+    index = pd.DataFrame(index_rows, columns=["series_key", "subject_key", "split", "region", "age", "sex", "site",
+                                              "levels_missing", "cropped", "shard", "position"])
     index.to_csv(partial / "index.csv", index=False)
-    failures = pd.DataFrame(failure_rows, columns=["input_key", "kind", "region", "reason"])
+    failures = pd.DataFrame([{"input_key": pseudonym.keyed_hash(f"{o['where']}|{o['series_id']}", secret, "input"),
+                              "kind": o["kind"], "region": o["region"], "code": o["code"], "reason": o["message"]}
+                             for o in outcomes], columns=["input_key", "kind", "region", "code", "reason"])
     failures.to_csv(partial / "failures.csv", index=False)
-    _export_reports(partial / "reports.csv", keep, table, config, secret)
+    pd.DataFrame([{"line": r.line, "series_key": pseudonym.series_key(r.series_id, secret) if r.series_id else "",
+                   "code": r.code, "column": r.column, "reason": r.message} for r in table.rejected],
+                 columns=["line", "series_key", "code", "column", "reason"]).to_csv(partial / "rejections.csv",
+                                                                                   index=False)
+    _export_reports(partial / "reports.csv", kept, table, secret)
     _qc_pictures(partial, index, plan)
 
-    n_inputs = len(inputs) + len(file_failures)
+    n_inputs = len(inputs) + sum(o["kind"] == "file" for o in listed_failures) \
+        + sum(o["code"] in ("other_part", "duplicate_series") for o in listed_failures)
+    failed_inputs = n_inputs - processed
+    data_fingerprint = _data_fingerprint(native_spacing, extents, plan)
+    warnings = [f"{r}: the plan's grid crops the anatomy of {v['cropped_share']:.0%} of records (more than "
+                f"{config.max_cropped_share:.0%}); enlarge the grid in the records config"
+                for r, v in data_fingerprint["regions"].items() if v["cropped_share"] > config.max_cropped_share]
     manifest = {
         "schema_version": records.SCHEMA_VERSION, "plan": plan.to_json(), "plan_hash": plan.fingerprint(),
-        "config": config_json, "input_fingerprint": fingerprint,
-        "counts": {"inputs": n_inputs, "processed": processed, "failed": failed + len(file_failures),
-                   "records": len(index), "region_failures": int((failures["region"] != "").sum()),
+        "counts": {"inputs": n_inputs, "processed": processed, "failed": failed_inputs, "records": len(index),
+                   "region_failures": int((failures["region"] != "").sum()),
+                   "rows": table.n_rows, "rows_used": table.n_rows - len(table.rejected),
+                   "rows_rejected": len(table.rejected), "ignored_columns": table.ignored_columns,
+                   "by_code": dict(sorted(Counter(failures["code"]).items())),
+                   "rejections_by_code": dict(sorted(Counter(r.code for r in table.rejected).items())),
                    "records_by_region_split": {f"{r}/{s}": int(c) for (r, s), c in
                                                index.groupby(["region", "split"]).size().items()}},
         "shapes": {r: list(plan.grid(r)) for r in config.regions},
-        "data_fingerprint": _data_fingerprint(native_spacing, extents, plan),
-        "libraries": {name: importlib.metadata.version(name) for name in LIBRARIES},
+        "data_fingerprint": data_fingerprint, "warnings": warnings,
     }
-    assert manifest["counts"]["processed"] + manifest["counts"]["failed"] == n_inputs
-    (partial / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    shutil.rmtree(partial / ".cache")
-    stamp.unlink()
-    os.replace(partial, out)
-    return {**manifest, "skipped": False, "seconds_processing": round(seconds_processing, 1),
-            "local_failures": local_failures}
+    return manifest, outcomes
 
 
 def _data_fingerprint(native_spacing: list, extents: dict, plan: preprocess.Plan) -> dict:
@@ -291,15 +414,13 @@ def _data_fingerprint(native_spacing: list, extents: dict, plan: preprocess.Plan
     return out
 
 
-def _export_reports(path: Path, keep: list, table: pd.DataFrame, config: ml_collections.ConfigDict,
-                    secret: bytes) -> None:
-    """reports.csv keyed by series: what the analysis needs, and only the columns the config names."""
-    pathology = [c for c in table.columns if "__" in c]
-    extra = [c for c in config.report_columns if c in table.columns]
+def _export_reports(path: Path, kept: list, table: reports_table.ReportsTable, secret: bytes) -> None:
+    """reports.csv keyed by series: age, sex, coded site, the declared columns and the pathology grades."""
+    declared, pathology = table.declared_columns, table.pathology_columns
     rows = [{"series_key": key, "subject_key": pseudonym.subject_key(report["subject_id"], secret),
-             "split": split, "age": report["age"], "sex": report.get("sex", ""), "site": report.get("site", ""),
-             **{c: report[c] for c in extra + pathology}} for report, key, split in keep]
-    pd.DataFrame(rows, columns=["series_key", "subject_key", "split", "age", "sex", "site", *extra, *pathology]
+             "split": split, "age": report["age"], "sex": report["sex"], "site": report["site"],
+             **{c: report[c] for c in declared + pathology}} for report, key, split in kept]
+    pd.DataFrame(rows, columns=["series_key", "subject_key", "split", "age", "sex", "site", *declared, *pathology]
                  ).to_csv(path, index=False)
 
 
@@ -344,17 +465,23 @@ def main(argv: list[str]) -> None:
     manifest = build(Path(FLAGS.input), Path(FLAGS.out), FLAGS.config, pseudonym.load_secret(FLAGS.secret_file))
     c = manifest["counts"]
     if manifest["skipped"]:
-        print(f"{FLAGS.out}: records already up to date for these inputs and config")
+        print(f"{FLAGS.out}: records already up to date (inputs, reports, plan, secret and code unchanged)")
+    elif manifest["announce"]:
+        print(manifest["announce"])
     print(f"{c['inputs']} inputs: {c['processed']} processed, {c['failed']} failed; {c['records']} records, "
-          f"{c['region_failures']} region failures; plan {manifest['plan_hash']} -> {FLAGS.out}")
-    if not manifest["skipped"]:
-        print(f"processing took {manifest['seconds_processing']:.1f} s")
-    for line in manifest.get("local_failures", []):  # paths go to the operator's console, not to outputs
-        print(f"failed: {line}")
-    if c["failed"] or c["region_failures"]:
-        print(f"reasons, keyed: {FLAGS.out}/failures.csv")
+          f"{c['region_failures']} region failures; reports.csv: {c['rows']} rows, {c['rows_used']} used, "
+          f"{c['rows_rejected']} rejected; plan {manifest['plan_hash']} -> {FLAGS.out}")
+    for o in manifest["outcomes"]:  # paths go to the operator's console, not to outputs
+        print(f"failed: {o['where']} ({o['kind']}{', ' + o['region'] if o['region'] else ''}): "
+              f"[{o['code']}] {o['message']}")
+    for r in manifest["rejections"]:
+        print(f"rejected: reports.csv line {r['line']}: [{r['code']}]")
+    for warning in manifest["warnings"]:
+        print(f"warning: {warning}")
+    if c["failed"] or c["region_failures"] or c["rows_rejected"]:
+        print(f"reasons, keyed: {FLAGS.out}/failures.csv and {FLAGS.out}/rejections.csv")
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    app.run(one_line_errors(main))

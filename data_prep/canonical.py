@@ -2,7 +2,8 @@
 
 Every scan, from DICOM or NIfTI, in any orientation or slice order, becomes
 
-    data[slice, row, column]  float32, scanner units (RescaleSlope/Intercept or scl_slope/inter applied)
+    data[slice, row, column]  float32, scanner units (RescaleSlope/Intercept or scl_slope/inter applied);
+                              label maps keep their integer type
       axis 0: patient left  -> right   (sagittal slices)
       axis 1: superior      -> inferior
       axis 2: anterior      -> posterior
@@ -19,6 +20,8 @@ import dataclasses
 
 import nibabel as nib
 import numpy as np
+
+from data_prep.refusal import Refusal
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 # The canonical axes as nibabel orientation rows (RAS world axis, direction):
@@ -53,15 +56,42 @@ def to_canonical(volume: Volume) -> Volume:
     # affine of the new layout: old affine composed with the map from new indices to old ones
     new_to_old = nib.orientations.inv_ornt_aff(transform, volume.data.shape)
     affine = volume.affine_lps @ new_to_old
-    return Volume(np.ascontiguousarray(data, dtype=np.float32), affine)
+    dtype = volume.data.dtype if np.issubdtype(volume.data.dtype, np.integer) else np.float32  # labels stay integers
+    return Volume(np.ascontiguousarray(data, dtype=dtype), affine)
 
 
 def load_nifti(path, is_label: bool = False) -> Volume:
-    """A NIfTI file as a Volume (scaling applied for images; labels kept as integers)."""
-    image = nib.load(str(path))
-    if len(image.shape) != 3:
-        raise ValueError(f"{path}: expected a 3D image, found shape {image.shape}")
-    data = np.asarray(image.dataobj) if is_label else image.get_fdata(dtype=np.float32)
-    if not is_label and not np.isfinite(data).all():
-        raise ValueError(f"{path}: {int((~np.isfinite(data)).sum())} voxels are NaN or infinite")
-    return Volume(data, np.linalg.inv(LPS_TO_RAS) @ image.affine)
+    """A NIfTI file as a Volume (scaling applied for images; labels kept as integers).
+
+    Raises Refusal (data_prep.refusal) with a code: 'unreadable_scan' (not a readable NIfTI: corrupt gzip,
+    truncated), 'not_3d' (trailing axes of length 1 are dropped; a real 4th axis is refused), 'no_orientation'
+    (qform_code and sform_code both 0: nibabel would invent an orientation from the voxel sizes alone),
+    'bad_voxel_size' (a zero, negative or non-finite voxel size, or a singular affine), 'non_finite' (NaN or
+    infinite voxels) and, for labels, 'mask_not_labels' (values that are not whole numbers).
+    """
+    try:
+        image = nib.load(str(path))
+        header = image.header
+        data = np.asarray(image.dataobj) if is_label else image.get_fdata(dtype=np.float32)
+    except Exception:  # noqa: BLE001 - nibabel and gzip raise many types on a damaged file
+        raise Refusal("unreadable_scan", "not a readable NIfTI file (damaged, truncated or another format)") from None
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise Refusal("not_3d", f"a {data.ndim}D image of shape {tuple(int(n) for n in data.shape)}, not a 3D scan")
+    codes = [int(header["qform_code"]), int(header["sform_code"])] if "qform_code" in header else [1, 1]
+    if not any(codes):
+        raise Refusal("no_orientation", "qform_code and sform_code are both 0: the file does not say where the "
+                                        "patient is")
+    affine = np.asarray(image.affine, float)
+    if not np.isfinite(affine).all() or (np.linalg.norm(affine[:3, :3], axis=0) < 1e-3).any() \
+            or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise Refusal("bad_voxel_size", "a voxel size that is zero, negative or not a number")
+    if is_label:
+        if not np.issubdtype(data.dtype, np.integer):
+            if not np.isfinite(data).all() or (data != np.round(data)).any():
+                raise Refusal("mask_not_labels", "mask values that are not whole numbers: not a label map")
+        data = data.astype(np.int32)
+    elif not np.isfinite(data).all():
+        raise Refusal("non_finite", f"{int((~np.isfinite(data)).sum())} voxels are NaN or infinite")
+    return Volume(data, np.linalg.inv(LPS_TO_RAS) @ affine)

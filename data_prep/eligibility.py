@@ -4,19 +4,22 @@
         [--config.umap.n_neighbors=30 ...] [--secret_file=PATH]
 
 Reads COHORT_DIR/reports.csv (one row per series) and writes to DIR:
-    eligibility.csv        series_key, subject_key, cluster, membership, eligible, reason (one row per row
-                           of reports.csv: invalid rows too, with cluster -2 and the reason)
+    eligibility.csv        series_key, subject_key, cluster, membership, eligible, code, reason (one row per
+                           row of reports.csv, in file order: rejected rows too (data_prep.reports_table),
+                           with cluster -2, their code and the reason in spinejax's words)
     clusters.csv           per cluster: size, shares, age summary, common or rare, condition prevalence
     embedding.csv          series_key, cluster, umap_0, umap_1, ...
     embedding_clusters.png, embedding_age.png, prevalence_heatmap.png
-    summary.json           config, counts (they add up), library versions, input fingerprint, timings
+    summary.json           config, counts (they add up), library versions, input and secret fingerprints,
+                           timings; no path
+The folder is written whole (data_prep.output_folder): never over the user's files, one run at a time, and
+up to date only while the table's bytes, the config, the secret and the code version are unchanged.
 Keys are keyed hashes (data_prep.pseudonym) under the same secret as the records, so training can keep
 eligible series and the analysis can still see everyone. The method is data_prep/normal_spines.py.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import time
@@ -28,10 +31,12 @@ import pandas as pd
 from absl import app, flags
 from ml_collections import config_flags
 
-from data_prep import eligibility_figures, normal_spines, pathology_features, pseudonym
+from data_prep import eligibility_figures, normal_spines, output_folder, pathology_features, pseudonym, reports_table
+from spinejax.errors import InputError, one_line_errors
 
 FLAGS = flags.FLAGS
 INVALID = -2
+ELIGIBILITY_VERSION = 2  # what the outputs hold for the same table and config; bump when that changes
 LIBRARIES = ("umap-learn", "hdbscan", "numpy", "scikit-learn", "pandas", "numba", "pynndescent")
 
 
@@ -48,63 +53,91 @@ def features_for(graded: pd.DataFrame, config: ml_collections.ConfigDict) -> pd.
     return pd.concat(parts, axis=1)
 
 
-def usable_features(table: pd.DataFrame, config: ml_collections.ConfigDict
-                    ) -> tuple[pd.Series, pd.DataFrame, np.ndarray]:
-    """(why each row is unusable, '' when usable; features of usable rows; their ages in years)."""
-    columns = pathology_features.feature_columns(table)
-    invalid = pathology_features.invalid_rows(table, columns)
-    valid = (invalid == "").to_numpy()
-    features = features_for(table.loc[valid, columns].astype(np.int8), config)
-    return invalid, features, pd.to_numeric(table.loc[valid, "age"]).to_numpy(float)
+def read_table(input_dir: Path, config: ml_collections.ConfigDict) -> reports_table.ReportsTable:
+    """The cohort's reports.csv, checked row by row (data_prep.reports_table); refuses a table with no
+    pathology grades."""
+    table = reports_table.read(Path(input_dir) / "reports.csv", conditions=tuple(config.pathology_conditions),
+                               age_range_years=tuple(config.age_range_years))
+    if not table.pathology_columns:
+        raise InputError("reports.csv has no pathology grade columns <condition>__<level> of the declared "
+                         "conditions (config.pathology_conditions): eligibility needs them")
+    return table
+
+
+def usable_features(table: reports_table.ReportsTable, config: ml_collections.ConfigDict
+                    ) -> tuple[pd.DataFrame, np.ndarray]:
+    """(features of the usable rows, in file order; their ages in years)."""
+    graded = table.rows[table.pathology_columns]
+    return features_for(graded, config), table.rows["age"].to_numpy(float)
 
 
 def run(input_dir: Path, out: Path, config: ml_collections.ConfigDict, secret: bytes) -> dict:
     """The whole step; returns the summary written to summary.json."""
-    reports_path = input_dir / "reports.csv"
-    if not reports_path.is_file():
-        raise FileNotFoundError(f"{reports_path}: no reports table (expected one row per series)")
-    raw = reports_path.read_bytes()
-    table = pd.read_csv(reports_path)
-    for column in ("series_id", "subject_id", "age"):
-        if column not in table:
-            raise ValueError(f"{reports_path}: column {column!r} is missing")
-    fingerprint = hashlib.sha256(raw).hexdigest()
-    config_json = json.loads(config.to_json())
-    previous = out / "summary.json"
-    if previous.exists():
-        done = json.loads(previous.read_text())
-        if done.get("input_sha256") == fingerprint and done.get("config") == config_json:
-            return {**done, "skipped": True}
+    input_dir, out = Path(input_dir), Path(out)
+    with output_folder.OutputFolder(out, "eligibility") as folder:
+        table = read_table(input_dir, config)
+        # What the outputs depend on; summary.json holds these four, and an equal set means up to date.
+        stamp = {"config": json.loads(config.to_json()), "input_sha256": table.sha256,
+                 "version": ELIGIBILITY_VERSION, "secret_fingerprint": pseudonym.secret_fingerprint(secret)}
+        previous = out / "summary.json"
+        if previous.is_file():
+            done = json.loads(previous.read_text())
+            if {k: done.get(k) for k in stamp} == stamp:
+                return {**done, "skipped": True}
+        if len(table.rows) == 0:
+            raise InputError(f"reports.csv: none of its {table.n_rows} rows is usable "
+                             f"({len(table.rejected)} rejected); nothing to cluster")
+        start = time.perf_counter()
+        features, ages = usable_features(table, config)
+        try:
+            result = normal_spines.find_normal_spines(features.to_numpy(np.float32), ages, config)
+        except normal_spines.TooFewProfiles as error:
+            raise InputError(f"reports.csv: {error}") from None
+        seconds = time.perf_counter() - start
+        folder.start(stamp)
+        _write(folder.partial, table, result, ages, secret)
+        counts = {"rows": table.n_rows, "invalid": len(table.rejected), "eligible": int(result.eligible.sum()),
+                  "ineligible_valid": int((~result.eligible).sum()),
+                  "noise": int((result.cluster == normal_spines.NOISE).sum()),
+                  "clusters": int(result.clusters["cluster"].ge(0).sum()),
+                  "common_clusters": int(result.clusters["common"].sum()),
+                  "invalid_by_code": dict(sorted(pd.Series([r.code for r in table.rejected], dtype=object)
+                                                 .value_counts().items()))}
+        assert counts["eligible"] + counts["ineligible_valid"] + counts["invalid"] == counts["rows"]
+        summary = {
+            **stamp, "counts": counts,
+            "features": {"kind": config.features, "count": int(features.shape[1])},
+            "seconds": round(seconds, 2), "libraries": {n: importlib.metadata.version(n) for n in LIBRARIES},
+        }
+        (folder.partial / "summary.json").write_text(json.dumps(summary, indent=1))
+        folder.commit()
+    return {**summary, "skipped": False}
 
-    start = time.perf_counter()
-    invalid, features, ages = usable_features(table, config)
-    valid = (invalid == "").to_numpy()
-    result = normal_spines.find_normal_spines(features.to_numpy(np.float32), ages, config)
-    seconds = time.perf_counter() - start
 
-    series_keys = np.array([pseudonym.series_key(s, secret) for s in table["series_id"]])
-    subject_keys = np.array([pseudonym.subject_key(s, secret) for s in table["subject_id"]])
-    cluster = np.full(len(table), INVALID)
-    cluster[valid] = result.cluster
-    membership = np.zeros(len(table), np.float32)
-    membership[valid] = result.membership
-    eligible = np.zeros(len(table), bool)
-    eligible[valid] = result.eligible
-    reason = invalid.to_numpy(object).copy()
-    reason[valid] = result.reason
-    reason[~valid] = ["invalid report row: " + r for r in reason[~valid]]
-
-    out.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"series_key": series_keys, "subject_key": subject_keys, "cluster": cluster,
-                  "membership": membership.round(4), "eligible": eligible, "reason": reason}
-                 ).to_csv(out / "eligibility.csv", index=False)
-    graded = table.loc[valid, pathology_features.feature_columns(table)].astype(np.int8)
+def _write(out: Path, table: reports_table.ReportsTable, result: normal_spines.Eligibility, ages: np.ndarray,
+           secret: bytes) -> None:
+    """eligibility.csv (every row of reports.csv, in file order), clusters.csv, embedding.csv, pictures."""
+    usable = pd.DataFrame({
+        "line": table.rows["line"].to_numpy(),
+        "series_key": [pseudonym.series_key(s, secret) for s in table.rows.index],
+        "subject_key": [pseudonym.subject_key(s, secret) for s in table.rows["subject_id"]],
+        "cluster": result.cluster, "membership": result.membership.round(4), "eligible": result.eligible,
+        "code": "", "reason": result.reason})
+    rejected = pd.DataFrame({
+        "line": [r.line for r in table.rejected],
+        "series_key": [pseudonym.series_key(r.series_id, secret) if r.series_id else "" for r in table.rejected],
+        "subject_key": "", "cluster": INVALID, "membership": 0.0, "eligible": False,
+        "code": [r.code for r in table.rejected],
+        "reason": ["invalid report row: " + r.message for r in table.rejected]})
+    rows = pd.concat([usable, rejected] if len(rejected) else [usable]).sort_values("line", kind="stable")
+    rows.drop(columns=["line"]).to_csv(out / "eligibility.csv", index=False)
+    graded = table.rows[table.pathology_columns]
     prevalence = pathology_features.any_level(graded).groupby(result.cluster).mean()
     clusters = result.clusters.join(prevalence.add_prefix("prevalence_"), on="cluster")
     clusters.to_csv(out / "clusters.csv", index=False, float_format="%.4f")
     embedding = pd.DataFrame(result.embedding, columns=[f"umap_{i}" for i in range(result.embedding.shape[1])])
     embedding.insert(0, "cluster", result.cluster)
-    embedding.insert(0, "series_key", series_keys[valid])
+    embedding.insert(0, "series_key", usable["series_key"].to_numpy())
     embedding.to_csv(out / "embedding.csv", index=False, float_format="%.5f")
 
     common = set(result.clusters.loc[result.clusters["common"], "cluster"].tolist())
@@ -114,19 +147,6 @@ def run(input_dir: Path, out: Path, config: ml_collections.ConfigDict, secret: b
     labelled = prevalence.rename(index=lambda c: f"{c} ({'common' if c in common else 'rare'})"
                                  if c >= 0 else "noise")
     eligibility_figures.prevalence_heatmap(labelled, out / "prevalence_heatmap.png")
-
-    counts = {"rows": len(table), "invalid": int((~valid).sum()), "eligible": int(eligible.sum()),
-              "ineligible_valid": int((valid & ~eligible).sum()),
-              "noise": int((result.cluster == normal_spines.NOISE).sum()),
-              "clusters": int(result.clusters["cluster"].ge(0).sum()), "common_clusters": len(common)}
-    assert counts["eligible"] + counts["ineligible_valid"] + counts["invalid"] == counts["rows"]
-    summary = {
-        "config": config_json, "input": str(reports_path), "input_sha256": fingerprint, "counts": counts,
-        "features": {"kind": config.features, "count": int(features.shape[1])},
-        "seconds": round(seconds, 2), "libraries": {n: importlib.metadata.version(n) for n in LIBRARIES},
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    return {**summary, "skipped": False}
 
 
 def define_flags() -> None:
@@ -144,12 +164,14 @@ def main(argv: list[str]) -> None:
     summary = run(Path(FLAGS.input), Path(FLAGS.out), FLAGS.config, pseudonym.load_secret(FLAGS.secret_file))
     c = summary["counts"]
     if summary["skipped"]:
-        print(f"{FLAGS.out}: eligibility already up to date for this reports table and config")
+        print(f"{FLAGS.out}: eligibility already up to date for this reports table, config and secret")
     print(f"{c['rows']} series: {c['eligible']} eligible, {c['ineligible_valid']} ineligible, "
           f"{c['invalid']} invalid rows; {c['clusters']} clusters ({c['common_clusters']} common), "
           f"{c['noise']} noise; {summary['seconds']:.1f} s -> {FLAGS.out}/eligibility.csv")
+    for code, n in c["invalid_by_code"].items():
+        print(f"invalid rows: {n} [{code}] (eligibility.csv says which)")
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    app.run(one_line_errors(main))

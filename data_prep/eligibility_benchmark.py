@@ -13,11 +13,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from absl import app, flags
 
 from configs import eligibility as eligibility_config
-from data_prep import eligibility, normal_spines, pathology_features, synthesize
+from data_prep import eligibility, normal_spines, synthesize
 
 FLAGS = flags.FLAGS
 def define_flags() -> None:
@@ -35,9 +34,9 @@ def main(argv: list[str]) -> None:
     config = eligibility_config.get_config()
     times = {}
     start = time.perf_counter()
-    table = pd.read_csv(cohort / "reports.csv")
-    columns = pathology_features.feature_columns(table)
-    features = eligibility.features_for(table[columns].astype(np.int8), config).to_numpy(np.float32)
+    table = eligibility.read_table(cohort, config)
+    features, ages = eligibility.usable_features(table, config)
+    features = features.to_numpy(np.float32)
     times["read + features"] = time.perf_counter() - start
     start = time.perf_counter()
     embedding = normal_spines.embed(features, config)
@@ -46,12 +45,12 @@ def main(argv: list[str]) -> None:
     labels, _ = normal_spines.cluster(embedding, config)
     times["HDBSCAN"] = time.perf_counter() - start
     start = time.perf_counter()
-    normal_spines.cluster_table(labels, table["age"].to_numpy(float), config)
+    normal_spines.cluster_table(labels, ages, config)
     times["threshold rule"] = time.perf_counter() - start
     start = time.perf_counter()
     eligibility.run(cohort, work / "eligibility", config, b"benchmark-secret-not-for-real-data")
     times["whole CLI step (again, with files and pictures)"] = time.perf_counter() - start
-    print(f"{len(table)} series of {FLAGS.subjects} people, {features.shape[1]} features, "
+    print(f"{len(table.rows)} series of {FLAGS.subjects} people, {features.shape[1]} features, "
           f"{len(np.unique(features, axis=0))} distinct profiles")
     for stage, seconds in times.items():
         print(f"  {stage:50s} {seconds:7.1f} s")

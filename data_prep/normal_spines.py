@@ -60,11 +60,23 @@ class Eligibility:
     clusters: pd.DataFrame
 
 
+class TooFewProfiles(ValueError):
+    """The cases hold too few distinct pathology profiles for UMAP (all grades zero, say)."""
+
+
 def canberra(x: np.ndarray, y: np.ndarray) -> float:
     """Canberra distance of two feature vectors, 0/0 terms counted as 0 (reference for the tests)."""
     numerator, denominator = np.abs(x - y), np.abs(x) + np.abs(y)
     return float(np.sum(np.divide(numerator, denominator, out=np.zeros_like(numerator, dtype=float),
                                   where=denominator > 0)))
+
+
+def curve_parameters(min_dist: float, spread: float = 1.0) -> tuple[float, float]:
+    """UMAP's curve parameters a, b for `min_dist`, rounded to 6 decimals. UMAP fits them with scipy's
+    curve_fit, whose result moves in the 10th digit with numpy's SIMD kernels (AVX2 against AVX-512), and the
+    optimisation magnifies that into another embedding; rounded, every machine embeds alike."""
+    a, b = umap.umap_.find_ab_params(spread, min_dist)
+    return round(float(a), 6), round(float(b), 6)
 
 
 def embed(features: np.ndarray, config: ml_collections.ConfigDict) -> np.ndarray:
@@ -73,8 +85,10 @@ def embed(features: np.ndarray, config: ml_collections.ConfigDict) -> np.ndarray
     inverse = inverse.reshape(-1)
     n_neighbors = int(min(config.umap.n_neighbors, len(unique) - 1))
     if n_neighbors < 2:
-        raise ValueError(f"only {len(unique)} distinct pathology profiles: too few to embed")
-    reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=config.umap.min_dist,
+        raise TooFewProfiles(f"only {len(unique)} distinct pathology profile(s) among {len(features)} cases: "
+                             "too few to embed and cluster (UMAP needs at least 3)")
+    a, b = curve_parameters(config.umap.min_dist)
+    reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=config.umap.min_dist, a=a, b=b,
                         n_components=config.umap.n_components, metric=config.metric,
                         n_epochs=config.umap.n_epochs, random_state=config.seed, init="spectral")
     with warnings.catch_warnings():  # a seed makes UMAP single-threaded, which it says each time

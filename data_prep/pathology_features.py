@@ -20,6 +20,11 @@ from data_prep import spine_labels
 
 SEVERITIES = ("mild", "moderate", "severe")
 SEPARATOR = "__"
+# The conditions a reports table may grade (columns `<condition>__<level>`): the declared vocabulary. A
+# site grading other conditions adds them here (or passes its own to data_prep.reports_table.read); a
+# column of any other name is not a pathology grade and never leaves the reports reader.
+CONDITIONS = ("disc_bulge", "disc_desiccation", "disc_height_loss", "disc_osteophyte", "canal_stenosis",
+              "endplate_irregularity", "listhesis", "fracture", "marrow_change")
 
 
 def feature_columns(table: pd.DataFrame) -> list[str]:

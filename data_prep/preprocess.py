@@ -26,6 +26,7 @@ from scipy import ndimage
 
 from data_prep import spine_labels
 from data_prep.canonical import Volume
+from data_prep.refusal import Refusal
 
 REGIONS = ("whole", "cervical", "thoracic", "lumbar")
 _SPINE_STRUCTURES = tuple(sorted(set(spine_labels.LABELS.values())))
@@ -48,6 +49,8 @@ class Plan:
     mask_dilation_mm: float
     clip_percentiles: tuple[float, float]
     crop_margin_mm: float
+    min_slices: int  # fewer sagittal slices than this is not a whole-spine slab: refused
+    max_missing_level_share: float  # a region missing more of its vertebrae and discs than this is refused
 
     def grid(self, region: str) -> tuple[int, int, int]:
         return dict(self.grids)[region]
@@ -61,8 +64,33 @@ class Plan:
         return hashlib.sha256(text).hexdigest()[:16]
 
 
-class RegionError(ValueError):
-    """The label map lacks what a region needs; the message says what."""
+class RegionError(Refusal):
+    """The label map lacks what a region needs (code and message: data_prep.refusal)."""
+
+
+def region_levels(region: str) -> tuple[str, ...]:
+    """Names of the vertebrae (C2..L5) and discs (C2-C3..L5-S1) that make up `region`, top to bottom."""
+    names = [n for pair in zip(spine_labels.VERTEBRAE, spine_labels.DISC_LEVELS) for n in pair]
+    return tuple(n for n in names if region == "whole" or spine_labels.region_of_level(n) == region)
+
+
+def _label_of(name: str) -> int:
+    return spine_labels.disc_label(name) if "-" in name else spine_labels.vertebra_label(name)
+
+
+def coverage(present_labels: set[int], plan: Plan, region: str) -> tuple[str, ...]:
+    """The levels of `region` (region_levels) whose label is among `present_labels` (the labels of the
+    native-resolution mask). Raises RegionError 'region_absent' when none are, 'region_partial' when more
+    than plan.max_missing_level_share of them are missing: a lumbar-only scan is not a whole-spine record."""
+    levels = region_levels(region)
+    present = tuple(n for n in levels if _label_of(n) in present_labels)
+    if not present:
+        raise RegionError("region_absent", f"no {region} vertebra or disc labels in the mask")
+    missing = len(levels) - len(present)
+    if missing > plan.max_missing_level_share * len(levels):
+        raise RegionError("region_partial", f"{missing} of the {len(levels)} {region} vertebrae and discs are "
+                                            f"absent from the mask (at most {plan.max_missing_level_share:.0%})")
+    return present
 
 
 def _bounding_box(present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -74,10 +102,10 @@ def resample(scan: Volume, labels: Volume, plan: Plan) -> tuple[np.ndarray, np.n
     """Scan and labels (canonical, same grid) resampled to the plan's spacing, cropped to the spine plus
     a margin, with the dilated spine mask: (image float32, labels, mask bool), all [s, r, c]."""
     if scan.data.shape != labels.data.shape:
-        raise RegionError(f"mask shape {labels.data.shape} differs from scan shape {scan.data.shape}")
+        raise RegionError("mask_grid", f"mask shape {labels.data.shape} differs from scan shape {scan.data.shape}")
     spine = np.isin(labels.data, _SPINE_STRUCTURES)
     if not spine.any():
-        raise RegionError("the mask holds no spine labels")
+        raise RegionError("mask_no_spine", "the mask holds no spine labels")
     spacing, target = scan.spacing, np.asarray(plan.spacing_mm, float)
     # Crop to what any region's grid can reach around the spine, so resampling skips the rest.
     reach = max(np.max(g) for _, g in plan.grids) * target.max() / 2.0 + plan.crop_margin_mm
@@ -104,7 +132,7 @@ def cut_region(image: np.ndarray, label: np.ndarray, mask: np.ndarray, plan: Pla
     grid = np.asarray(plan.grid(region))
     in_region = np.isin(label, region_labels(region))
     if not in_region.any():
-        raise RegionError(f"no {region} vertebra or disc labels in the mask")
+        raise RegionError("region_absent", f"no {region} vertebra or disc labels in the mask")
     low, high = _bounding_box(in_region)
     offset = np.round((low + high) / 2.0 - grid / 2.0).astype(int)
     out_image = np.zeros(grid, np.float32)
@@ -115,7 +143,7 @@ def cut_region(image: np.ndarray, label: np.ndarray, mask: np.ndarray, plan: Pla
     out_image[dst], out_mask[dst], out_label[dst] = image[src], mask[src], label[src]
     inside = out_image[out_mask]
     if inside.size < 10:
-        raise RegionError(f"only {inside.size} voxels inside the {region} spine mask")
+        raise RegionError("region_too_small", f"only {inside.size} voxels inside the {region} spine mask")
     lo, hi = np.percentile(inside, plan.clip_percentiles)
     clipped = np.clip(inside, lo, hi)
     scale = clipped.std()

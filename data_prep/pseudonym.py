@@ -13,6 +13,8 @@ import hmac
 import os
 from pathlib import Path
 
+from spinejax.errors import InputError
+
 SECRET_ENV = "SPINEJAX_SECRET"
 KEY_HEX_CHARS = 24  # 96 bits: no collisions in any real archive
 
@@ -22,18 +24,22 @@ def load_secret(secret_file: str | None = None) -> bytes:
     if secret_file:
         path = Path(secret_file)
         if not path.is_file():
-            raise FileNotFoundError(f"secret file {path} does not exist")
-        secret = path.read_text().strip()
+            raise InputError(f"secret file {path} does not exist. Make one with `python -c 'import secrets; "
+                             f"print(secrets.token_hex(32))' > {path}` and keep it private")
+        try:
+            secret = path.read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            raise InputError(f"secret file {path} cannot be read as text") from None
         where = str(path)
     else:
         secret = os.environ.get(SECRET_ENV, "").strip()
         where = f"${SECRET_ENV}"
     if not secret:
-        raise ValueError(
+        raise InputError(
             f"no secret for pseudonymous keys: pass --secret_file=PATH or set ${SECRET_ENV}. Make one with "
             "`python -c 'import secrets; print(secrets.token_hex(32))' > secret.key` and keep it private.")
     if len(secret) < 16:
-        raise ValueError(f"the secret in {where} is shorter than 16 characters; use a long random one")
+        raise InputError(f"the secret in {where} is shorter than 16 characters; use a long random one")
     return secret.encode()
 
 
@@ -41,6 +47,12 @@ def keyed_hash(value: str, secret: bytes, kind: str) -> str:
     """Key of identifier `value` of one `kind` ('subject' or 'series'): 24 hex characters."""
     digest = hmac.new(secret, f"{kind}\x1f{value}".encode(), hashlib.sha256).hexdigest()
     return digest[:KEY_HEX_CHARS]
+
+
+def secret_fingerprint(secret: bytes) -> str:
+    """16 hex characters that tell two secrets apart without revealing either: stages record it, so that
+    outputs made under two secrets (whose keys cannot be joined) are never mixed."""
+    return keyed_hash("spinejax secret fingerprint", secret, "fingerprint")[:16]
 
 
 def subject_key(subject_id: str, secret: bytes) -> str:

@@ -17,18 +17,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from absl import app, flags
-from tqdm import tqdm
 
+from data_prep import parallel
+from spinejax.errors import InputError, one_line_errors
 from data_prep.phantom import acquisition, anatomy, findings, identity, population, render, writers
 
 GENERATOR_VERSION = 1
@@ -166,11 +165,11 @@ def synthesize(out: Path, spec: CohortSpec, workers: int | None = None, overwrit
         if json.loads(truth_path.read_text())["spec"] == spec.to_json():
             return {"skipped": True, "out": str(out)}
         if not overwrite:
-            raise FileExistsError(f"{out} holds a different cohort (ground_truth.json differs); "
+            raise InputError(f"{out} holds a different cohort (ground_truth.json differs); "
                                   "pass --overwrite to replace it")
         shutil.rmtree(out)
     elif out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} exists, is not empty and is not a synthetic cohort; choose another --out")
+        raise InputError(f"{out} exists, is not empty and is not a synthetic cohort; choose another --out")
     partial = out.with_name(out.name + ".partial")
     spec_file = partial / ".spec.json"
     if partial.exists() and (not spec_file.exists() or json.loads(spec_file.read_text()) != spec.to_json()):
@@ -180,22 +179,9 @@ def synthesize(out: Path, spec: CohortSpec, workers: int | None = None, overwrit
 
     start = time.perf_counter()
     subjects, tasks = plan_series(spec)
-    workers = 1 if spec.reports_only else workers or os.cpu_count() or 1  # no images: not worth a pool
+    workers = 1 if spec.reports_only else workers  # no images: not worth a pool
     jobs = [(spec, task, str(partial)) for task in tasks]
-    bar = tqdm(total=len(jobs), desc="series", unit="series", disable=not progress, file=sys.stdout,
-               mininterval=0.5 if sys.stdout.isatty() else 15.0)  # a log file gets a line every 15 s
-    if workers == 1:
-        results = []
-        for job in jobs:
-            results.append(_worker(job))
-            bar.update()
-    else:
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            results = []
-            for result in pool.imap(_worker, jobs, chunksize=2):
-                results.append(result)
-                bar.update()
-    bar.close()
+    results = list(parallel.map_jobs(_worker, jobs, workers, progress=progress, chunksize=2))
     elapsed = time.perf_counter() - start
 
     reports = pd.DataFrame([r["report"] for r in results])
@@ -262,4 +248,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    app.run(one_line_errors(main))

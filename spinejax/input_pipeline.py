@@ -92,6 +92,7 @@ def select(records_dir, region: str, split: str, *, plan_hash: str = "", eligibi
     offsets = dict(zip(sizes, np.cumsum([0] + list(sizes.values()))[:-1]))
     rows["source_index"] = [int(offsets[s] + p) for s, p in zip(rows["shard"], rows["position"])]
     if eligibility_csv:
+        _same_secret(manifest, Path(eligibility_csv).parent / "summary.json", records_dir)
         rows = _with_eligibility(rows, Path(eligibility_csv))
         if eligible_only:
             rows = rows[rows["eligible"]]
@@ -101,6 +102,17 @@ def select(records_dir, region: str, split: str, *, plan_hash: str = "", eligibi
         raise ValueError(f"{records_dir}: the restrictions leave no {split} records of region {region}")
     rows = rows.sort_values("source_index").reset_index(drop=True)
     return Selection(records_dir, region, split, paths, rows, grids[region], manifest["plan_hash"])
+
+
+def _same_secret(manifest: dict, summary_path: Path, records_dir: Path) -> None:
+    """Refuses records and an eligibility table keyed under two secrets: their keys would never match."""
+    if not summary_path.is_file():
+        return
+    theirs = json.loads(summary_path.read_text()).get("secret_fingerprint")
+    ours = manifest.get("secret_fingerprint")
+    if theirs and ours and theirs != ours:
+        raise ValueError(f"{records_dir} and {summary_path.parent} were keyed with different secrets (fingerprints "
+                         f"{ours} and {theirs}); rebuild one of them with the other's --secret_file")
 
 
 def _with_eligibility(rows: pd.DataFrame, path: Path) -> pd.DataFrame:

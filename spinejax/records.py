@@ -16,7 +16,7 @@ import struct
 import numpy as np
 
 MAGIC = b"SJR1"
-SCHEMA_VERSION = 2  # 2: label maps added
+SCHEMA_VERSION = 3  # 2: label maps added; 3: levels_present, coded site
 
 # Arrays of a record: name -> (dtype, meaning).
 ARRAYS = {
@@ -36,8 +36,10 @@ SCALARS = {
     "split": (str, "'train', 'validation' or 'test' (by subject)"),
     "region": (str, "'whole', 'cervical', 'thoracic' or 'lumbar'"),
     "age": (float, "chronological age at the scan, years"),
-    "sex": (str, "'F', 'M' or '' when unknown"),
-    "site": (str, "acquisition site"),
+    "sex": (str, "'F', 'M', 'O' or '' when unknown"),
+    "site": (str, "acquisition site: its declared code, or a keyed code 'site-xxxxxxxx' ('' when unknown)"),
+    "levels_present": (str, "the region's vertebrae and discs present in the mask, comma-separated, top to "
+                            "bottom ('C2,C2-C3,...'); data_prep.preprocess.region_levels lists all of them"),
 }
 
 

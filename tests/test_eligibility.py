@@ -14,6 +14,7 @@ from umap import distances as umap_distances
 from analysis import eligibility_truth
 from configs import eligibility as eligibility_config
 from data_prep import eligibility, normal_spines, pathology_features, pseudonym, synthesize
+from spinejax.errors import InputError
 
 SECRET = b"test-secret-0123456789abcdef"
 
@@ -136,8 +137,10 @@ def test_same_seed_same_result_and_invalid_rows_are_kept_with_their_reason(paper
     summary = eligibility.run(cohort, tmp_path / "out", eligibility_config.get_config(), SECRET)
     table = pd.read_csv(tmp_path / "out" / "eligibility.csv")
     assert summary["counts"]["invalid"] == 2 and len(table) == len(reports)
-    assert "disc_bulge__L4-L5=7" in table.loc[3, "reason"] and not table.loc[3, "eligible"]
-    assert "age missing" in table.loc[5, "reason"] and table.loc[5, "cluster"] == eligibility.INVALID
+    # The reason names the column and the line, never the cell's value (a cell may hold anything).
+    assert table.loc[3, "code"] == "bad_grade" and not table.loc[3, "eligible"]
+    assert "disc_bulge__L4-L5" in table.loc[3, "reason"] and "line 5" in table.loc[3, "reason"]
+    assert table.loc[5, "code"] == "missing_age" and table.loc[5, "cluster"] == eligibility.INVALID
     again = eligibility.run(cohort, tmp_path / "out", eligibility_config.get_config(), SECRET)
     assert again["skipped"]
     rerun = eligibility.run(cohort, tmp_path / "out2", eligibility_config.get_config(), SECRET)
@@ -147,10 +150,10 @@ def test_same_seed_same_result_and_invalid_rows_are_kept_with_their_reason(paper
 
 def test_secret_is_required(monkeypatch):
     monkeypatch.delenv(pseudonym.SECRET_ENV, raising=False)
-    with pytest.raises(ValueError, match="no secret"):
+    with pytest.raises(InputError, match="no secret"):
         pseudonym.load_secret(None)
     monkeypatch.setenv(pseudonym.SECRET_ENV, "short")
-    with pytest.raises(ValueError, match="shorter than 16"):
+    with pytest.raises(InputError, match="shorter than 16"):
         pseudonym.load_secret(None)
 
 
