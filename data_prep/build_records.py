@@ -121,7 +121,8 @@ def list_inputs(cohort: Path, config: ml_collections.ConfigDict) -> tuple[list[d
                                "files": [str(path)]})
     masks, _ = _nifti_files(cohort / "masks")
     inputs, taken = [], set()
-    for item in sorted(candidates, key=lambda c: (c["kind"] != "dicom", c["series_id"], c["where"])):
+    preference = lambda c: (c["kind"] != "dicom", c["series_id"], not c["where"].lower().endswith(".gz"), c["where"])
+    for item in sorted(candidates, key=preference):
         if item["series_id"] in taken:
             failures.append(_failure(item["kind"], item["where"], "duplicate_series", "the same series id as "
                                      "another input (DICOM is kept before NIfTI, .nii.gz before .nii)",
@@ -154,7 +155,8 @@ def _refused(error: Refusal, region: str = "", mask: bool = False) -> dict:
     return {"region": region, "code": error.code, "message": error.message}
 
 
-def _load(item: dict) -> canonical.Volume:
+def load_scan(item: dict) -> canonical.Volume:
+    """The scan of one listed input, not yet canonical. Raises Refusal."""
     if item["kind"] == "dicom":
         return dicom_series.load_series(item["series"])
     return canonical.load_nifti(item["files"][0])
@@ -172,7 +174,7 @@ def process_input(item: dict, report: dict, plan: preprocess.Plan, config: ml_co
         return failed("not_sagittal", f"the slice normal is more than {config.max_oblique_deg:g} degrees from "
                                       "left-right: not a sagittal series")
     try:
-        scan = canonical.to_canonical(_load(item))
+        scan = canonical.to_canonical(load_scan(item))
     except Refusal as error:
         return {"records": [], "failures": [_refused(error)]}
     if scan.data.shape[0] < plan.min_slices:
@@ -189,7 +191,9 @@ def process_input(item: dict, report: dict, plan: preprocess.Plan, config: ml_co
     except Refusal as error:
         return {"records": [], "failures": [_refused(error, mask=True)]}
     if scan.data.shape != labels.data.shape or not np.allclose(scan.affine_lps, labels.affine_lps, atol=0.1):
-        return failed("mask_grid", f"mask grid {labels.data.shape} does not match the scan's {scan.data.shape}")
+        offset = float(np.abs(scan.affine_lps - labels.affine_lps).max()) if scan.data.shape == labels.data.shape else 0
+        return failed("mask_grid", f"mask grid {labels.data.shape} does not match the scan's {scan.data.shape}"
+                                   + (f" (position or spacing differ by up to {offset:.2f} mm)" if offset else ""))
 
     subject_key = pseudonym.subject_key(report["subject_id"], secret)
     series_key = pseudonym.series_key(item["series_id"], secret)
@@ -263,6 +267,7 @@ def build(cohort: Path, out: Path, config: ml_collections.ConfigDict, secret: by
     """The whole step (module docstring); returns the manifest, plus console-only `outcomes` and
     `rejections` (with paths and raw ids: never written) and `announce` (what the run decided)."""
     cohort, out = Path(cohort), Path(out)
+    pseudonym.check_secret(secret)
     if not cohort.is_dir():
         raise InputError(f"{cohort}: no such cohort folder")
     with output_folder.OutputFolder(out, "records") as folder:

@@ -60,6 +60,15 @@ def to_canonical(volume: Volume) -> Volume:
     return Volume(np.ascontiguousarray(data, dtype=dtype), affine)
 
 
+def _stored_pixdim(path, header) -> np.ndarray:
+    """pixdim[1:4] as stored: nibabel's loaded header has already replaced a 0 by 1 ('fixing' it)."""
+    if "pixdim" not in header:
+        return np.ones(3)
+    with nib.openers.ImageOpener(str(path)) as stream:
+        stored = type(header).from_fileobj(stream, check=False)
+    return np.asarray(stored["pixdim"][1:4], float)
+
+
 def load_nifti(path, is_label: bool = False) -> Volume:
     """A NIfTI file as a Volume (scaling applied for images; labels kept as integers).
 
@@ -83,6 +92,9 @@ def load_nifti(path, is_label: bool = False) -> Volume:
     if not any(codes):
         raise Refusal("no_orientation", "qform_code and sform_code are both 0: the file does not say where the "
                                         "patient is")
+    pixdim = _stored_pixdim(path, header)
+    if not np.isfinite(pixdim).all() or (pixdim == 0).any():  # nibabel would quietly read 0 as 1 mm
+        raise Refusal("bad_voxel_size", "a voxel size (pixdim) that is zero or not a number")
     affine = np.asarray(image.affine, float)
     if not np.isfinite(affine).all() or (np.linalg.norm(affine[:3, :3], axis=0) < 1e-3).any() \
             or abs(np.linalg.det(affine[:3, :3])) < 1e-9:

@@ -6,9 +6,10 @@ orientation, pixel spacing and rescale from the per-frame functional groups (sha
 shared functional groups). Both kinds give the same Volume for the same scan. Siemens mosaics (slices tiled
 in one image) are refused: convert them with dcm2niix first.
 
-Grouping: slices are grouped by SeriesInstanceUID, orientation and matrix size. When one SeriesInstanceUID
-holds several groups (an axial localizer saved into the sagittal series), the sagittal group with the most
-slices is the series (part 0) whatever the file order, and the others are split off (part 1, 2, ...).
+Grouping: slices are grouped by SeriesInstanceUID, orientation, matrix size and pixel spacing. When one
+SeriesInstanceUID holds several groups (an axial localizer saved into the sagittal series), the sagittal
+group with the most slices is the series (part 0) whatever the file order, and the others are split off
+(part 1, 2, ...).
 Slices of one SOPInstanceUID (and frame) are counted once: a byte copy or a symlink of a slice elsewhere in
 the tree does not break its series. Orientation vectors off unit length by up to 5% (rounding by some
 writers) are normalised; longer or shorter ones, and rows and columns that are not orthogonal, are refused.
@@ -129,6 +130,11 @@ def _first_item(name: str, *groups: Dataset) -> Dataset | None:
     return None
 
 
+def _sop_class(header: Dataset):
+    meta = getattr(header, "file_meta", None) or Dataset()
+    return header.get("SOPClassUID") or meta.get("MediaStorageSOPClassUID")
+
+
 def _is_mosaic(header: Dataset) -> bool:
     if (0x0019, 0x100A) in header:  # Siemens NumberOfImagesInMosaic
         return True
@@ -145,7 +151,10 @@ def _slices_of(header: Dataset, path: Path) -> list[Slice]:
     sop = str(header.get("SOPInstanceUID", "") or "")
     uid = str(header.get("SeriesInstanceUID", "") or "")
     if not uid:
-        raise Refusal("no_image_geometry", "no SeriesInstanceUID")
+        if "Image Storage" in getattr(_sop_class(header), "name", ""):  # every image has one: damaged
+            raise Refusal("bad_dicom_header", "an image without SeriesInstanceUID: the header is truncated or "
+                                              "damaged")
+        raise Refusal("no_image_geometry", "no SeriesInstanceUID: not an image series")
     if "Rows" not in header or "Columns" not in header:
         raise Refusal("no_image_geometry", "no Rows/Columns: not an image")
     matrix = (int(header.Rows), int(header.Columns))
@@ -183,7 +192,7 @@ def _slices_of(header: Dataset, path: Path) -> list[Slice]:
 
 # The only elements find_series reads: parsing just these keeps listing an archive as fast as a bare
 # header read (a full parse converts every element of every file).
-_HEADER_TAGS = ["SOPInstanceUID", "SeriesInstanceUID", "Rows", "Columns", "NumberOfFrames", "ImageType",
+_HEADER_TAGS = ["SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "Rows", "Columns", "NumberOfFrames", "ImageType",
                 (0x0019, 0x100A), "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing",
                 "RescaleSlope", "RescaleIntercept", "SpacingBetweenSlices", "SliceThickness",
                 "PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"]
@@ -221,14 +230,16 @@ def find_series(root: Path, max_oblique_deg: float = 30.0
     failure (duplicates of a counted slice are failures with code 'duplicate_instance')."""
     groups: dict[tuple, list[Slice]] = defaultdict(list)
     failures = []
-    for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
+    # Dangling symlinks too: they are files the user meant, and end as failures rather than vanish.
+    for path in sorted(p for p in Path(root).rglob("*") if p.is_file() or (p.is_symlink() and not p.exists())):
         found = read_slices(path)
         if isinstance(found, FileFailure):
             failures.append(found)
             continue
-        for piece in found:
+        for piece in found:  # a slice of another orientation, matrix or pixel spacing is another group
             orientation = tuple(round(v, ORIENTATION_DECIMALS) + 0.0 for v in piece.orientation)
-            groups[(piece.series_uid, orientation, piece.matrix)].append(piece)
+            spacing = tuple(round(v, ORIENTATION_DECIMALS) for v in piece.pixel_spacing)
+            groups[(piece.series_uid, orientation, piece.matrix, spacing)].append(piece)
     by_uid: dict[str, list[tuple[tuple, list[Slice]]]] = defaultdict(list)
     for key, pieces in groups.items():
         by_uid[key[0]].append((key, pieces))

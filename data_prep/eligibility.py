@@ -74,6 +74,7 @@ def usable_features(table: reports_table.ReportsTable, config: ml_collections.Co
 def run(input_dir: Path, out: Path, config: ml_collections.ConfigDict, secret: bytes) -> dict:
     """The whole step; returns the summary written to summary.json."""
     input_dir, out = Path(input_dir), Path(out)
+    pseudonym.check_secret(secret)
     with output_folder.OutputFolder(out, "eligibility") as folder:
         table = read_table(input_dir, config)
         # What the outputs depend on; summary.json holds these four, and an equal set means up to date.

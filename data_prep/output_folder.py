@@ -51,16 +51,21 @@ class OutputFolder:
             self._lock_file.close()
             raise InputError(f"{self.out}: another {self.stage} run is writing this folder (it holds "
                              f"{lock_path.name}); wait for it to finish or choose another --out") from None
-        self.check_replaceable(self.out)
-        if self.partial.exists() and not (self.partial / PARTIAL_MARKER).is_file():
-            raise InputError(f"{self.partial} exists and was not made by spinejax; move it away or choose another "
-                             "--out")
+        try:
+            self.check_replaceable(self.out)
+            if self.partial.exists() and not (self.partial / PARTIAL_MARKER).is_file():
+                raise InputError(f"{self.partial} exists and was not made by spinejax; move it away or choose "
+                                 "another --out")
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
         if self._lock_file is not None:
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
             self._lock_file.close()
+            self._lock_file = None
 
     def check_replaceable(self, folder: Path) -> None:
         """Refuses (InputError) a folder that this stage may not replace (module docstring)."""

@@ -16,6 +16,7 @@ from pathlib import Path
 from spinejax.errors import InputError
 
 SECRET_ENV = "SPINEJAX_SECRET"
+MIN_SECRET_CHARS = 16
 KEY_HEX_CHARS = 24  # 96 bits: no collisions in any real archive
 
 
@@ -38,9 +39,16 @@ def load_secret(secret_file: str | None = None) -> bytes:
         raise InputError(
             f"no secret for pseudonymous keys: pass --secret_file=PATH or set ${SECRET_ENV}. Make one with "
             "`python -c 'import secrets; print(secrets.token_hex(32))' > secret.key` and keep it private.")
-    if len(secret) < 16:
-        raise InputError(f"the secret in {where} is shorter than 16 characters; use a long random one")
+    if len(secret) < MIN_SECRET_CHARS:
+        raise InputError(f"the secret in {where} is shorter than {MIN_SECRET_CHARS} characters; use a long random one")
     return secret.encode()
+
+
+def check_secret(secret: bytes) -> None:
+    """Refuses (InputError) a secret too short to key anything: keys anyone could recompute."""
+    if len(secret or b"") < MIN_SECRET_CHARS:
+        raise InputError(f"no usable secret for pseudonymous keys (fewer than {MIN_SECRET_CHARS} characters): pass "
+                         "--secret_file=PATH or set $SPINEJAX_SECRET")
 
 
 def keyed_hash(value: str, secret: bytes, kind: str) -> str:

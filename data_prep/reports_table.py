@@ -256,7 +256,7 @@ def read(path: Path, *, declared: dict | None = None, conditions: tuple[str, ...
     if repeated:
         for row in [r for r in records if r["series_id"] in repeated]:
             rejected.append(Rejection(row["line"], row["series_id"], "duplicate_series_id", "series_id",
-                                      f"line {row['_line']}: the same series_id is on another line"))
+                                      f"line {row['line']}: the same series_id is on another line"))
         records = [r for r in records if r["series_id"] not in repeated]
     rejected.sort(key=lambda r: r.line)
     columns = ["series_id", "subject_id", "age", "sex", "site", *declared, *pathology, "line"]

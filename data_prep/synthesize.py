@@ -27,8 +27,8 @@ import pandas as pd
 from absl import app, flags
 
 from data_prep import parallel
-from spinejax.errors import InputError, one_line_errors
 from data_prep.phantom import acquisition, anatomy, findings, identity, population, render, writers
+from spinejax.errors import InputError, one_line_errors
 
 GENERATOR_VERSION = 1
 

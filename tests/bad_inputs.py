@@ -2,13 +2,15 @@
 
 Each kind is one function that writes its files into the corpus folder (its own series id, folder or file
 name, so kinds never share an input), adds its reports.csv rows, and returns the checks of its expected
-outcome under docs/ingestion_contract.md:
+outcome under the ingestion contract, docs/ingestion.md:
 
-    processed   the series' records are in index.csv, keyed data_prep.pseudonym.series_key(series_id, SECRET)
-    refused     an entry of manifest["outcomes"] (by series id or by path under the cohort) with the code
-    rejected    an entry of manifest["rejections"] (by reports.csv line) with the code
-    row_used    the reports.csv line is not rejected
-    custom      a function of the built result
+    processed       the series' records are in index.csv, keyed data_prep.pseudonym.series_key(series_id, SECRET)
+    not_processed   no record carries the series id
+    refused         entries of manifest["outcomes"] (by series id or by path under the cohort) with the code
+    not_refused     no entry of manifest["outcomes"] names the series id
+    rejected        an entry of manifest["rejections"] (by reports.csv line) with the code
+    row_used        the reports.csv line is not rejected
+    custom          a function of the built result
 
 Kinds are registered in file order in `KINDS` (name -> (expected outcome in words, function)), so the test
 can parametrise over them before anything is built. Scans that must be processed carry pixel noise of
@@ -25,6 +27,7 @@ import io
 import json
 import os
 import shutil
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -37,17 +40,20 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.tag import Tag
 
+from configs import records as records_config
 from data_prep.phantom import writers
 
 GRADE_COLUMN = "disc_bulge__L4-L5"
 COMMENT_COLUMN = "x__comment"
 COMMENT_NEEDLE = "Corpusname-Xylophone"  # free text that must never reach an output
 LUMBAR_LABELS = (41, 42, 43, 44, 45, 92, 93, 94, 95, 100, 50)
+APPLEDOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(4070)  # macOS "._X" resource fork
+MIN_SLICES = int(records_config.get_config().get("min_slices", 8))
 
 
 @dataclasses.dataclass(frozen=True)
 class Check:
-    what: str  # processed | not_processed | refused | rejected | row_used | custom
+    what: str  # processed | not_processed | not_refused | refused | rejected | row_used | custom
     series_id: str | None = None
     where: str | None = None  # path relative to the cohort: the file, or a folder holding the input's files
     codes: tuple[str, ...] = ()
@@ -319,7 +325,9 @@ def build_corpus(root: Path) -> dict[str, list[Check] | None]:
     """Writes every kind into the cohort folder `root` (a copy of a synthetic cohort) and reports.csv;
     returns kind -> checks (None: the kind cannot be made on this machine)."""
     corpus = Corpus(root)
-    checks = {name: function(corpus) for name, (_, function) in KINDS.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom and nibabel warn about what these kinds break on purpose
+        checks = {name: function(corpus) for name, (_, function) in KINDS.items()}
     corpus.write_reports()
     return checks
 
@@ -378,13 +386,8 @@ def _dangling(c):
     return [refused("unreadable_file", where=c.rel(link), kind="file", count=1)]
 
 
-@kind("permission_denied", "refused unreadable_file (mode 000; skipped when running as root)")
-def _denied(c):
-    folder = c.single_file("permission_denied", lambda ds: None)
-    (c.root / folder / "IM0001").chmod(0)
-    if os.geteuid() == 0:
-        return None  # root reads it anyway
-    return [refused("unreadable_file", where=folder, kind="file", count=1)]
+# A file the user running spinejax may not read (mode 000) is a kind of tests/test_deidentification.py, which
+# runs the stages as an unprivileged user: as root (CI) every file is readable.
 
 
 # ----- DICOM objects without image geometry, or with unusable header values
@@ -481,6 +484,23 @@ def _mosaic(c):
     return [refused("siemens_mosaic", where=c.single_file("siemens_mosaic", edit), kind="file", count=1)]
 
 
+@kind("secondary_capture_screenshot", "refused no_image_geometry (file; an RGB secondary capture key image)")
+def _secondary_capture(c):
+    ds = c.new_dataset("secondary_capture_screenshot", "1.2.840.10008.5.1.4.1.1.7", "OT")
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 64, 64, 3, "RGB"
+    ds.PlanarConfiguration, ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 0, 8, 8, 7, 0
+    ds.PixelData = np.random.default_rng(c.seed()).integers(0, 255, (64, 64, 3)).astype(np.uint8).tobytes()
+    _save_dicom(ds, c.root / "dicom" / "corpus" / "secondary_capture_screenshot" / "SC0001")
+    return [refused("no_image_geometry", where="dicom/corpus/secondary_capture_screenshot", kind="file", count=1)]
+
+
+@kind("appledouble_in_dicom", "refused not_dicom (macOS '._IMnnnn' resource fork next to a slice)")
+def _apple_dicom(c):
+    source = c.files[c.base][0]
+    return [refused("not_dicom", where=c.write(c.rel(source.with_name("._" + source.name)), APPLEDOUBLE),
+                    kind="file", count=1)]
+
+
 @kind("multiframe_without_geometry", "refused no_frame_geometry (file; emri_small-like MR, 8 frames, no geometry)")
 def _emri(c):
     ds = c.new_dataset("multiframe_without_geometry", pydicom.uid.MRImageStorage, "MR")
@@ -509,6 +529,22 @@ def _enhanced_ok(c):
     shutil.copy(c.root / "masks" / f"{c.base}.nii.gz", c.root / "masks" / f"{uid}.nii.gz")
     c.row(uid)
     return [processed(uid)]
+
+
+@kind("enhanced_frames_shuffled", "processed (Enhanced MR whose frames are stored out of spatial order)")
+def _enhanced_shuffled(c):
+    name = "enhanced_frames_shuffled"
+    image = _enhanced(c, name)
+    n = int(image.NumberOfFrames)
+    order = np.random.default_rng(c.seed()).permutation(n)
+    frames = np.frombuffer(image.PixelData, "<u2").reshape(n, image.Rows, image.Columns)
+    image.PixelData = np.ascontiguousarray(frames[order]).tobytes()
+    items = list(image.PerFrameFunctionalGroupsSequence)
+    image.PerFrameFunctionalGroupsSequence = [items[i] for i in order]
+    _save_dicom(image, c.root / "dicom" / "corpus" / name / "MF0001.dcm")
+    shutil.copy(c.root / "masks" / f"{c.base}.nii.gz", c.root / "masks" / f"{c.uid(name)}.nii.gz")
+    c.row(c.uid(name))
+    return [processed(c.uid(name))]
 
 
 @kind("multiframe_positions_stripped", "refused no_frame_geometry (file; enhanced MR without PlanePositionSequence)")
@@ -674,6 +710,79 @@ def _one(c):
     return [refused("too_few_slices", series_id=uid, kind="dicom")]
 
 
+def _slab(c: Corpus, name: str, n_slices: int) -> str:
+    """`n_slices` middle slices of the base series with the mask cut to the same slab."""
+    n = len(c.files[c.base])
+    first = (n - n_slices) // 2
+    uid, _ = c.dicom_series(name, select=list(range(first, first + n_slices)), mask=False)
+    mask = nib.load(c.root / "masks" / f"{c.base}.nii.gz")
+    assert mask.shape[2] == n  # DICOM masks are [column, row, slice], as dcm2niix writes them
+    mask = mask.slicer[:, :, first:first + n_slices]
+    c.write(f"masks/{uid}.nii.gz", _nifti_bytes(np.asarray(mask.dataobj), mask.affine))
+    return uid
+
+
+@kind("slab_of_min_slices", "processed (exactly the plan's min_slices sagittal slices, mask cut to match)")
+def _slab_min(c):
+    return [processed(_slab(c, "slab_of_min_slices", MIN_SLICES))]
+
+
+@kind("slab_one_below_min_slices", "refused too_few_slices (min_slices - 1 slices, mask cut to match)")
+def _slab_below(c):
+    return [refused("too_few_slices", series_id=_slab(c, "slab_one_below_min_slices", MIN_SLICES - 1), kind="dicom")]
+
+
+@kind("orientation_float_noise", "processed as one series (IOP differs by 2e-7 between slices, straddling a "
+                                 "4th-decimal rounding boundary): no other_part")
+def _iop_noise(c):
+    def edit(ds, k, n):
+        row, col, _ = _orientation(ds)
+        boundary = (np.floor(abs(row[1]) * 1e4) + 0.5) / 1e4 * np.sign(row[1])
+        row[1] = boundary + (1e-7 if k % 2 else -1e-7)
+        ds.ImageOrientationPatient = [f"{v:.8f}" for v in np.concatenate([row, col])]
+    uid, _ = c.dicom_series("orientation_float_noise", edit)
+    return [processed(uid), Check("not_refused", series_id=uid)]
+
+
+@kind("position_float_noise", "processed (ImagePositionPatient off by +-0.02 mm along the normal)")
+def _ipp_noise(c):
+    def edit(ds, k, n):
+        _, _, normal = _orientation(ds)
+        ds.ImagePositionPatient = _ds(np.array([float(v) for v in ds.ImagePositionPatient])
+                                      + (0.02 if k % 2 else -0.02) * normal)
+    uid, _ = c.dicom_series("position_float_noise", edit)
+    return [processed(uid)]
+
+
+@kind("character_set_typo", "processed (SpecificCharacterSet 'ISO-IR 100', a common typo pydicom warns about)")
+def _charset(c):
+    def edit(ds, k, n):
+        ds.SpecificCharacterSet = "ISO-IR 100"
+    uid, _ = c.dicom_series("character_set_typo", edit)
+    return [processed(uid)]
+
+
+@kind("signed_pixels", "processed (PixelRepresentation 1, negative stored values, RescaleIntercept +1000)")
+def _signed(c):
+    def edit(ds, k, n):
+        stored = np.frombuffer(ds.PixelData, "<u2").astype(np.int32) - 1000
+        ds.PixelRepresentation = 1
+        ds.RescaleIntercept = f"{float(ds.RescaleIntercept) + 1000:g}"
+        ds.PixelData = stored.astype("<i2").tobytes()
+    uid, _ = c.dicom_series("signed_pixels", edit)
+    return [processed(uid)]
+
+
+@kind("mixed_transfer_syntaxes", "processed (every other slice recompressed RLE Lossless by a PACS)")
+def _mixed(c):
+    def edit(ds, k, n):
+        if k % 2:
+            pixels = np.frombuffer(ds.PixelData, "<u2").reshape(ds.Rows, ds.Columns)
+            ds.compress(pydicom.uid.RLELossless, pixels, encoding_plugin="pylibjpeg", generate_instance_uid=False)
+    uid, _ = c.dicom_series("mixed_transfer_syntaxes", edit)
+    return [processed(uid)]
+
+
 # ----- pixels
 
 @kind("rescale_slope_zero", "refused constant_image (dicom; RescaleSlope 0 in every slice)")
@@ -801,9 +910,10 @@ def _no_orientation(c):
     return [refused("no_orientation", series_id="cx-noorient", kind="nifti")]
 
 
-@kind("nifti_zero_pixdim", "refused bad_voxel_size (qform only, pixdim[1] = 0)")
+@kind("nifti_zero_pixdim", "refused bad_voxel_size (qform only, pixdim[1] = 0, in the scan and in its mask)")
 def _pixdim(c):
     _patch_header(c.root / c.nifti("cx-pixdim0"), sform_code=0, pixdim1=0.0)
+    _patch_header(c.root / "masks" / "cx-pixdim0.nii.gz", sform_code=0, pixdim1=0.0)  # the same converter
     return [refused("bad_voxel_size", series_id="cx-pixdim0", kind="nifti")]
 
 
@@ -833,11 +943,11 @@ def _cut_nii(c):
     return [refused("unreadable_scan", series_id="cx-cutnii", kind="nifti")]
 
 
-@kind("nii_next_to_nii_gz", "X.nii processed; X.nii.gz refused duplicate_series")
+@kind("nii_next_to_nii_gz", "X.nii.gz processed; X.nii refused duplicate_series")
 def _both(c):
     c.nifti("cx-both", gz=False, mask=True)
     c.nifti("cx-both", mask=False, row=False)
-    return [processed("cx-both"), refused("duplicate_series", where="nifti/cx-both.nii.gz", kind="nifti",
+    return [processed("cx-both"), refused("duplicate_series", where="nifti/cx-both.nii", kind="nifti",
                                           absent=False, count=1)]
 
 
@@ -875,6 +985,72 @@ def _qform_only(c):
 def _sform_only(c):
     _patch_header(c.root / c.nifti("cx-sformonly"), qform_code=0)
     return [processed("cx-sformonly")]
+
+
+@kind("nifti_zero_bytes", "refused unreadable_scan (an empty .nii.gz)")
+def _zero_bytes(c):
+    c.nifti("cx-zerobytes")
+    (c.root / "nifti" / "cx-zerobytes.nii.gz").write_bytes(b"")
+    return [refused("unreadable_scan", series_id="cx-zerobytes", kind="nifti")]
+
+
+@kind("file_name_with_spaces", "processed (nifti/'cx patient 12 T2.nii.gz' and row 'cx patient 12 T2')")
+def _spaces(c):
+    c.nifti("cx patient 12 T2")
+    return [processed("cx patient 12 T2")]
+
+
+@kind("non_ascii_series_id", "processed (nifti/cx-Müller_T2.nii.gz and its UTF-8 row)")
+def _non_ascii(c):
+    c.nifti("cx-Müller_T2")
+    return [processed("cx-Müller_T2")]
+
+
+@kind("mask_in_other_axis_order", "processed (mask array transposed, its affine describing the same grid)")
+def _mask_axes(c):
+    c.nifti("cx-maskaxes", mask=False)
+    affine = c.scan_affine[:, [2, 0, 1, 3]]
+    c.write("masks/cx-maskaxes.nii.gz", _nifti_bytes(np.ascontiguousarray(c.mask_raw.transpose(2, 0, 1)), affine))
+    return [processed("cx-maskaxes")]
+
+
+@kind("appledouble_in_nifti", "refused, any code (macOS '._X.nii.gz' resource fork: not_nifti, unreadable_scan "
+                              "or no_report_row)")
+def _apple_nifti(c):
+    where = c.write("nifti/._cx-apple.nii.gz", APPLEDOUBLE)
+    return [refused(("not_nifti", "unreadable_scan", "no_report_row"), where=where, count=1)]
+
+
+@kind("mask_affine_off_by_a_micron", "processed (mask origin 0.001 mm from the scan's)")
+def _mask_micron(c):
+    c.nifti("cx-maskmicron", mask=False)
+    affine = c.scan_affine.copy()
+    affine[:3, 3] += 0.001
+    c.write("masks/cx-maskmicron.nii.gz", _nifti_bytes(c.mask_raw, affine))
+    return [processed("cx-maskmicron")]
+
+
+@kind("mask_half_voxel_shift", "refused mask_grid (mask grid moved by half a voxel)")
+def _mask_shift(c):
+    c.nifti("cx-maskshift", mask=False)
+    affine = c.scan_affine.copy()
+    affine[:3, 3] += 0.5 * affine[:3, 0]
+    c.write("masks/cx-maskshift.nii.gz", _nifti_bytes(c.mask_raw, affine))
+    return [refused("mask_grid", series_id="cx-maskshift", kind="nifti")]
+
+
+@kind("dcm2niix_copy_under_another_id", "DICOM processed; its NIfTI conversion (same voxels, dcm2niix layout) "
+                                        "under another id refused duplicate_scan")
+def _converted(c):
+    datasets = [pydicom.dcmread(p) for p in c.files[c.base]]
+    assert all(float(d.RescaleSlope) == 1 and float(d.RescaleIntercept) == 0 for d in datasets)
+    stored = np.stack([d.pixel_array for d in datasets]).transpose(2, 1, 0)  # [k, j, i] -> [i, j, k]
+    mask = nib.load(c.root / "masks" / f"{c.base}.nii.gz")  # the DICOM grid in dcm2niix's layout
+    assert mask.shape == stored.shape
+    c.write("nifti/zz-dcm2niix-copy.nii.gz", _nifti_bytes(np.ascontiguousarray(stored), mask.affine))
+    shutil.copy(c.root / "masks" / f"{c.base}.nii.gz", c.root / "masks" / "zz-dcm2niix-copy.nii.gz")
+    c.row("zz-dcm2niix-copy")
+    return [processed(c.base), refused("duplicate_scan", series_id="zz-dcm2niix-copy", kind="nifti")]
 
 
 @kind("same_scan_under_another_id", "original processed; the byte copy under another id refused duplicate_scan")
@@ -1061,6 +1237,12 @@ def _dup_rows(c):
 @kind("leading_zeros_007", "processed: nifti/007.nii.gz matches row '007' (subject '0042' stays a string)")
 def _zeros(c):
     return _processed_row(c, "007", subject_id="0042")
+
+
+@kind("id_7_next_to_row_007", "refused no_report_row (nifti/7.nii.gz: the row '007' is another id)")
+def _seven(c):
+    c.tiny_nifti("7")
+    return [refused("no_report_row", series_id="7", kind="nifti")]
 
 
 @kind("ids_with_spaces", "processed: row ' cx-padded ' (subject ' CXS-pad ') matches nifti/cx-padded.nii.gz")

@@ -1,6 +1,6 @@
 """An archive's worth of bad and unusual inputs: each kind ends as the ingestion contract says.
 
-docs/ingestion_contract.md is the contract. One corpus folder holds a small synthetic cohort plus every
+docs/ingestion.md is the ingestion contract. One corpus folder holds a small synthetic cohort plus every
 kind of tests/bad_inputs.py as its own input (own series id, path or reports row); build_records runs once
 on it and each kind's expected outcome is checked: processed (records in index.csv under its series key),
 refused with a reason code (manifest["outcomes"] and failures.csv), or a rejected reports.csv row
@@ -137,6 +137,11 @@ def _verify(built: Built, check: bad_inputs.Check) -> None:
         assert key in set(built.exported["series_key"]), f"{check.series_id} missing from exported reports.csv"
         return
 
+    if check.what == "not_refused":
+        found = [o for o in built.outcomes if o["series_id"] == check.series_id]
+        assert not found, f"{check.series_id}: {_about(built, check)}"
+        return
+
     if check.what == "refused":
         found = [o for o in built.outcomes
                  if (check.series_id is None or o["series_id"] == check.series_id)
@@ -188,10 +193,7 @@ def _verify(built: Built, check: bad_inputs.Check) -> None:
 
 @pytest.mark.parametrize("kind", list(bad_inputs.KINDS))
 def test_each_kind_ends_as_the_contract_says(built, kind):
-    checks = built.checks[kind]
-    if checks is None:
-        pytest.skip(f"{kind} cannot be made on this machine")
-    for check in checks:
+    for check in built.checks[kind]:
         _verify(built, check)
 
 
@@ -222,8 +224,9 @@ def test_counts_add_up_and_codes_are_the_contracts(built):
 
 
 def test_no_raw_id_path_or_cell_value_reaches_an_output(built):
-    needles = {SECRET, b"cx-", b"dicom/", b"nifti/", b"corpus-test", b"CXS-", bad_inputs.COMMENT_NEEDLE.encode(),
-               b"zz-rescan-copy", b"Corpusname", b"forty", b"moderate", b"maybe"}
+    needles = {SECRET, b"cx-", b"dicom/corpus", b"dicom/junk", b"dicom/site_", b"dicom/zz_", b"nifti/batch_2024",
+               b"corpus-test", b"CXS-", bad_inputs.COMMENT_NEEDLE.encode(), b"zz-rescan-copy", b"Corpusname",
+               b"forty", b"moderate", b"maybe"}
     for outcome in built.outcomes:
         if len(outcome["series_id"]) > 12:
             needles.add(outcome["series_id"].encode())
@@ -281,6 +284,8 @@ TABLE_CASES = {
     "no_subject_id_column": lambda h, r: _table(_without(h, r, "subject_id")).encode(),
     "no_series_id_column": lambda h, r: _table(_without(h, r, "series_id")).encode(),
     "repeated_column_name": lambda h, r: _table([h + ["age"], r + ["51"]]).encode(),
+    "capitalised_column_names": lambda h, r: _table([[c.capitalize() for c in h], r]).encode(),
+    "xlsx_renamed_to_csv": lambda h, r: b"PK\x03\x04\x14\x00\x06\x00\x08\x00" + bytes(200),
     "no_reports_csv": None,
     "no_secret": lambda h, r: _table([h, r]).encode(),
     "out_is_a_users_folder": lambda h, r: _table([h, r]).encode(),

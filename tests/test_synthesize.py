@@ -18,6 +18,7 @@ from scipy import stats
 
 from data_prep import spine_labels, synthesize
 from data_prep.phantom import acquisition, anatomy, findings, render, writers
+from spinejax.errors import InputError
 from tests import dicom_reference as ref
 from tests import processes
 
@@ -248,11 +249,11 @@ def test_complete_cohort_is_kept_and_foreign_folders_are_refused(tmp_path):
     out = tmp_path / "cohort"
     synthesize.synthesize(out, spec, workers=1, progress=False)
     assert synthesize.synthesize(out, spec, workers=1, progress=False)["skipped"]
-    with pytest.raises(FileExistsError, match="different cohort"):
+    with pytest.raises(InputError, match="different cohort"):
         synthesize.synthesize(out, dataclasses.replace(spec, seed=2), workers=1, progress=False)
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match="not a synthetic cohort"):
+    with pytest.raises(InputError, match="not a synthetic cohort"):
         synthesize.synthesize(foreign, spec, workers=1, progress=False)
     assert (foreign / "notes.txt").read_text() == "keep me"
