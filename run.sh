@@ -84,7 +84,7 @@ pipeline() {
     echo "(no chromium: skipped opening the report in a headless browser; apt-get install chromium to check it)"
   fi
   echo "cohort: ${RUN_DIR}/cohort (reports.csv, dicom/, nifti/, masks/, ground_truth.json)"
-  echo "records: ${RUN_DIR}/records (<region>/<split>-*.array_record, index.csv, failures.csv, manifest.json, qc_*.png)"
+  echo "records: ${RUN_DIR}/records (<region>/<split>-*.array_record, index.csv, failures.csv, rejections.csv, manifest.json, qc_*.png)"
   echo "eligibility: ${RUN_DIR}/eligibility (eligibility.csv, clusters.csv, pictures, truth_check.json)"
   echo "training: ${RUN_DIR}/train (checkpoints/, metrics.jsonl, tensorboard/, config.json, run.json, summary.json)"
   echo "predictions: ${RUN_DIR}/train/predictions (<split>.csv, metrics.json)"

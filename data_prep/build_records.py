@@ -46,7 +46,17 @@ from absl import app, flags
 from array_record.python.array_record_module import ArrayRecordWriter
 from ml_collections import config_flags
 
-from data_prep import canonical, dicom_series, output_folder, parallel, preprocess, pseudonym, reports_table, splits
+from data_prep import (
+    canonical,
+    dicom_series,
+    output_folder,
+    parallel,
+    preprocess,
+    pseudonym,
+    reports_table,
+    splits,
+    walk,
+)
 from data_prep.refusal import Refusal
 from spinejax import records
 from spinejax.errors import InputError, one_line_errors
@@ -75,9 +85,10 @@ def read_reports(cohort: Path, config: ml_collections.ConfigDict) -> reports_tab
 
 
 def _nifti_files(folder: Path) -> tuple[dict[str, list[Path]], list[Path]]:
-    """(series id -> NIfTI files under `folder`, in path order; other files)."""
-    found, other = {}, []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []:
+    """(series id -> NIfTI files under `folder`, in path order; other files and unlistable folders)."""
+    found = {}
+    paths, other = walk.files_under(folder)
+    for path in paths:
         match = _NIFTI.match(path.name)
         if match:
             found.setdefault(match.group("stem"), []).append(path)
@@ -113,13 +124,14 @@ def list_inputs(cohort: Path, config: ml_collections.ConfigDict) -> tuple[list[d
                                "files": [str(p) for p in series.files], "series": series})
     scans, others = _nifti_files(cohort / "nifti")
     for path in others:
-        failures.append(_failure("file", str(path.relative_to(cohort)), "not_nifti",
-                                 "not a NIfTI file (.nii or .nii.gz) in nifti/"))
+        code, message = (("unreadable_file", "a folder that cannot be listed (permission denied)") if path.is_dir()
+                         else ("not_nifti", "not a NIfTI file (.nii or .nii.gz) in nifti/"))
+        failures.append(_failure("file", str(path.relative_to(cohort)), code, message))
     for series_id, paths in scans.items():
         for path in sorted(paths, key=lambda p: (not p.name.lower().endswith(".gz"), str(p))):
             candidates.append({"kind": "nifti", "series_id": series_id, "where": str(path.relative_to(cohort)),
                                "files": [str(path)]})
-    masks, _ = _nifti_files(cohort / "masks")
+    masks, _ = _nifti_files(cohort / "masks")  # a mask that cannot be found is 'no_mask' for its series
     inputs, taken = [], set()
     preference = lambda c: (c["kind"] != "dicom", c["series_id"], not c["where"].lower().endswith(".gz"), c["where"])
     for item in sorted(candidates, key=preference):
@@ -288,7 +300,8 @@ def build(cohort: Path, out: Path, config: ml_collections.ConfigDict, secret: by
         if previous.is_file():
             done = json.loads(previous.read_text())
             if done.get("build_fingerprint") == fingerprint:
-                return {**done, "skipped": True, "outcomes": [], "rejections": [], "announce": ""}
+                return {**done, "skipped": True, "outcomes": [], "rejections": [], "ignored_columns": [],
+                        "announce": ""}
         announce = ("inputs, reports, plan, secret or code changed since the last build: rebuilding all records"
                     if previous.is_file() else "")
         resumed = folder.start({"stamp": pseudonym.keyed_hash(stamp_text, secret, "stamp")})
@@ -310,6 +323,7 @@ def build(cohort: Path, out: Path, config: ml_collections.ConfigDict, secret: by
     rejections = [{"line": r.line, "series_id": r.series_id, "code": r.code, "column": r.column}
                   for r in table.rejected]
     return {**manifest, "skipped": False, "outcomes": outcomes, "rejections": rejections,
+            "ignored_columns": table.ignored_columns,
             "announce": announce + (" (resumed an interrupted run)" if resumed else "")}
 
 
@@ -392,7 +406,7 @@ def _assemble(partial: Path, inputs: list[dict], keys: list[str], listed_failure
         "counts": {"inputs": n_inputs, "processed": processed, "failed": failed_inputs, "records": len(index),
                    "region_failures": int((failures["region"] != "").sum()),
                    "rows": table.n_rows, "rows_used": table.n_rows - len(table.rejected),
-                   "rows_rejected": len(table.rejected), "ignored_columns": table.ignored_columns,
+                   "rows_rejected": len(table.rejected), "ignored_columns": len(table.ignored_columns),
                    "by_code": dict(sorted(Counter(failures["code"]).items())),
                    "rejections_by_code": dict(sorted(Counter(r.code for r in table.rejected).items())),
                    "records_by_region_split": {f"{r}/{s}": int(c) for (r, s), c in
@@ -477,10 +491,14 @@ def main(argv: list[str]) -> None:
           f"{c['region_failures']} region failures; reports.csv: {c['rows']} rows, {c['rows_used']} used, "
           f"{c['rows_rejected']} rejected; plan {manifest['plan_hash']} -> {FLAGS.out}")
     for o in manifest["outcomes"]:  # paths go to the operator's console, not to outputs
-        print(f"failed: {o['where']} ({o['kind']}{', ' + o['region'] if o['region'] else ''}): "
+        print(f"failed: {walk.printable(o['where'])} ({o['kind']}{', ' + o['region'] if o['region'] else ''}): "
               f"[{o['code']}] {o['message']}")
     for r in manifest["rejections"]:
         print(f"rejected: reports.csv line {r['line']}: [{r['code']}]")
+    if manifest["ignored_columns"]:  # names on the console only: a header may hold anything
+        names = walk.printable(", ".join(manifest["ignored_columns"]))
+        print(f"reports.csv: {len(manifest['ignored_columns'])} column(s) neither declared (configs/records.py "
+              f"report_columns) nor pathology grades, not read: {names}")
     for warning in manifest["warnings"]:
         print(f"warning: {warning}")
     if c["failed"] or c["region_failures"] or c["rows_rejected"]:

@@ -36,6 +36,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from data_prep import walk
 from data_prep.canonical import Volume
 from data_prep.refusal import Refusal
 
@@ -230,8 +231,10 @@ def find_series(root: Path, max_oblique_deg: float = 30.0
     failure (duplicates of a counted slice are failures with code 'duplicate_instance')."""
     groups: dict[tuple, list[Slice]] = defaultdict(list)
     failures = []
-    # Dangling symlinks too: they are files the user meant, and end as failures rather than vanish.
-    for path in sorted(p for p in Path(root).rglob("*") if p.is_file() or (p.is_symlink() and not p.exists())):
+    paths, unreadable = walk.files_under(root)
+    failures.extend(FileFailure(folder, "unreadable_file", "a folder that cannot be listed (permission denied)")
+                    for folder in unreadable)
+    for path in paths:
         found = read_slices(path)
         if isinstance(found, FileFailure):
             failures.append(found)

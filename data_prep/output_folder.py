@@ -77,8 +77,11 @@ class OutputFolder:
             return
         marker = folder / MARKER
         if not marker.is_file():
-            raise InputError(f"{folder} is not empty and was not written by spinejax; spinejax never deletes "
-                             "or overwrites files it did not write: choose another --out or empty it")
+            older = any((folder / name).is_file() for name in ("manifest.json", "summary.json"))
+            raise InputError(f"{folder} is not empty and was not written by spinejax"
+                             + (" (or by an older spinejax, before output folders were marked: delete it yourself "
+                                "to rebuild)" if older else "")
+                             + "; spinejax never deletes or overwrites files it did not write: choose another --out")
         written = json.loads(marker.read_text())
         if written.get("stage") != self.stage:
             raise InputError(f"{folder} holds the output of spinejax's {written.get('stage')} stage, not "

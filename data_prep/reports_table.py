@@ -75,7 +75,7 @@ class ReportsTable:
     n_rows: int
     pathology_columns: list[str]
     declared_columns: list[str]
-    ignored_columns: int
+    ignored_columns: list[str]  # console only: a header may hold anything
     sha256: str
     site_declared: bool
 
@@ -264,5 +264,5 @@ def read(path: Path, *, declared: dict | None = None, conditions: tuple[str, ...
     rows[pathology] = rows[pathology].astype(np.int8)
     return ReportsTable(rows=rows, rejected=rejected, n_rows=len(records) + len(rejected),
                         pathology_columns=pathology, declared_columns=list(declared),
-                        ignored_columns=len(header) - len([c for c in header if c in kept]),
+                        ignored_columns=[c for c in header if c not in kept],
                         sha256=hashlib.sha256(raw).hexdigest(), site_declared=bool(site_codes))

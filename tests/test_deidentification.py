@@ -9,7 +9,12 @@ patient, a DICOM header with a name where a number belongs, a truncated header),
 where identifiers slip out. Both stages run as command-line programs, exactly as a user runs them. Every byte
 of every file they write is then searched for every planted value (several spellings and encodings), and
 so is every decoded ArrayRecord record (shards may be compressed), PNG text chunks and gzip/zip members.
-Raw ids may appear only as keyed hashes; the secret and absolute paths never appear.
+Raw ids may appear only as keyed hashes (never unkeyed, never keyed without the secret); the secret and
+absolute paths never appear. The console may name paths and raw ids (docs/ingestion.md), but says each problem
+on one line, without a traceback; a refused table is one `error:` line holding no header or cell value.
+
+The unprivileged run is `nobody`: with this interpreter when nobody can run it, else (an interpreter under
+/root, as with pyenv) with the system's Python of the same version and this environment's packages.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import concurrent.futures
 import csv
 import dataclasses
 import gzip
+import hashlib
+import hmac
 import io
 import json
 import os
@@ -58,7 +65,7 @@ PLANTED = (
 HEADER_NAME = "O'BRIEN^Siobhan MRN0048213"  # a column of reports.csv named after a patient
 NEWLINE_TAIL = "MÜLLER^Hans.dcm"  # the part after a newline in a planted file name
 
-# Reason codes (docs/ingestion_contract.md).
+# Reason codes (docs/ingestion.md).
 FILE_CODES = ("unreadable_file", "not_dicom", "bad_dicom_header", "no_image_geometry", "bad_orientation",
               "siemens_mosaic", "no_frame_geometry", "duplicate_instance", "not_nifti")
 SERIES_CODES = ("other_part", "no_report_row", "report_row_rejected", "duplicate_series", "duplicate_scan",
@@ -83,6 +90,7 @@ class Needle:
     label: str  # the planted value as planted
     patterns: tuple[bytes, ...]  # lower-cased byte spellings searched in lower-cased data
     short: bool  # matched only as a whole word, and only in text
+    text_only: bool = False  # searched in text only (hex digests)
 
 
 def _fold(text: str) -> str:
@@ -99,6 +107,21 @@ def _needle(value: str) -> Needle:
             except UnicodeEncodeError:
                 pass
     return Needle(value, tuple(sorted(s for s in spellings if s)), len(value) < SHORT)
+
+
+def _unkeyed_hashes(values: set[str]) -> list[Needle]:
+    """The first 16 hex characters of unkeyed digests of each value, and of keys made without a secret
+    (HMAC under an empty key, as data_prep.pseudonym would with b''): guessable ids behind them are found
+    by trying every MRN or path, so they are as good as the id itself."""
+    out = []
+    for value in sorted(v for v in values if len(v) >= SHORT):
+        data = value.encode()
+        digests = [hashlib.md5(data).hexdigest(), hashlib.sha1(data).hexdigest(),
+                   hashlib.sha256(data).hexdigest(), hashlib.blake2b(data).hexdigest()]
+        digests += [hmac.new(b"", f"{kind}\x1f{value}".encode(), hashlib.sha256).hexdigest()
+                    for kind in ("subject", "series", "input")]
+        out += [Needle(f"unkeyed hash of {value!r}", (d[:16].encode(),), False, True) for d in digests]
+    return out
 
 
 def _name_parts(name: str) -> set[str]:
@@ -377,6 +400,7 @@ def build_corpus(base: Path) -> dict:
     values.add("SER-wrong-fields-15")
 
     values |= _dicom_needles(dicom_root)
+    paths = {str(p.relative_to(cohort)) for p in cohort.rglob("*")} | {str(p) for p in cohort.rglob("*")}
     for path in [cohort, *cohort.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
     locked_file.chmod(0o000)
@@ -385,7 +409,7 @@ def build_corpus(base: Path) -> dict:
     values |= set(PLANTED)
     for name in NAMES:
         values |= _name_parts(name)
-    return {"cohort": cohort, "values": values, "planted_dicom": d1, "planted_nifti": n1_new,
+    return {"cohort": cohort, "values": values, "paths": paths, "planted_dicom": d1, "planted_nifti": n1_new,
             "locked": [locked_file, locked_folder]}
 
 
@@ -599,6 +623,9 @@ def _blobs(path: Path, rel: str):
                     # Parsed, so that text the JSON escapes (\u00dc) is searched as text too.
                     parsed = json.dumps(json.loads(header), ensure_ascii=False).encode()
                     yield f"record {i} header, parsed", parsed, True
+                    fields = records.decode(record)  # as the input pipeline reads it
+                    scalars = {k: v for k, v in fields.items() if not isinstance(v, np.ndarray)}
+                    yield f"record {i} fields", json.dumps(scalars, ensure_ascii=False, default=str).encode(), True
                 else:
                     yield f"record {i} (not a spinejax record)", record, _is_text(record)
         finally:
@@ -611,15 +638,20 @@ def _bounded(data: bytes, at: int, size: int) -> bool:
     return not (before.isalnum() or after.isalnum())
 
 
+_WIDE_TEXT = re.compile(rb"(?:[\x20-\xff]\x00){5}")
+
+
 def _search(data: bytes, is_text: bool, needles: list[Needle]) -> list[tuple[str, bytes, int]]:
     lowered = data.lower()
+    # UTF-16 spellings only where UTF-16 text could be: a run of characters each followed by a zero byte.
+    wide = is_text or _WIDE_TEXT.search(lowered) is not None
     hits = []
     for needle in needles:
-        if needle.short and not is_text:
+        if (needle.short or needle.text_only) and not is_text:
             continue
         for pattern in needle.patterns:
-            if not is_text and b"\0" in pattern:
-                continue  # UTF-16 spellings: text only
+            if not wide and b"\0" in pattern:
+                continue
             start, at = 0, -1
             while (at := lowered.find(pattern, start)) >= 0:
                 if not needle.short or _bounded(lowered, at, len(pattern)):
@@ -719,6 +751,32 @@ def test_no_secret_and_no_absolute_path_in_any_output(world, user):
     assert not hits, _report(hits, f"secrets or absolute paths found in the {user} run's outputs")
 
 
+@pytest.mark.parametrize("user", USERS)
+def test_no_id_or_path_under_an_unkeyed_hash(world, user):
+    """Ids, names and input paths appear neither hashed without a key nor keyed with an empty secret."""
+    _run(world, user)
+    needles = _unkeyed_hashes(world["corpus"]["values"] | world["corpus"]["paths"])
+    hits, _ = _scan(world, _outputs(world, user), needles)
+    assert not hits, _report(hits, f"unkeyed hashes of planted values found in the {user} run's outputs")
+
+
+@pytest.mark.parametrize("module", ("build_records", "eligibility"))
+def test_a_refused_table_is_one_error_line_without_its_header_values(world, module):
+    """reports.csv naming a column twice (the name a patient's) is refused before any work: exit 2, one line
+    `error: ...` on stderr, no traceback, no header or cell value, no path."""
+    done = world["refusals"][module]
+    assert done.returncode == 2, _describe(done)
+    assert "Traceback" not in done.stdout + done.stderr, _describe(done)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), _describe(done)
+    values = _name_parts("MÜLLER^Hans") | _name_parts("QUIMBY^Theodora") | {
+        MRN, "19620314", str(world["base"]), world["base"].name, f"{MRN}_refused"}
+    hits = _search(lines[0].encode(), True, _needles(values))
+    assert not hits, f"the error line holds {hits}: {lines[0]}"
+    assert not (world["base"] / "refused" / module).exists() or not any(
+        (world["base"] / "refused" / module).iterdir()), "a refused run wrote outputs"
+
+
 def _problem_lines(text: str) -> dict[str, int]:
     """How many console lines name each reason code."""
     counts = Counter()
@@ -748,20 +806,3 @@ def test_console_says_each_problem_on_one_line(world, user):
     select = run.select.stdout + run.select.stderr
     assert "Traceback" not in select, _describe(run.select)
     assert not any(line.lstrip().startswith(NEWLINE_TAIL) for line in select.splitlines())
-
-
-@pytest.mark.parametrize("module", ("build_records", "eligibility"))
-def test_a_refused_table_is_one_error_line_without_its_header_values(world, module):
-    """reports.csv naming a column twice (the name a patient's) is refused before any work: exit 2, one line
-    `error: ...` on stderr, no traceback, no header or cell value, no path."""
-    done = world["refusals"][module]
-    assert done.returncode == 2, _describe(done)
-    assert "Traceback" not in done.stdout + done.stderr, _describe(done)
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), _describe(done)
-    values = _name_parts("MÜLLER^Hans") | _name_parts("QUIMBY^Theodora") | {
-        MRN, "19620314", str(world["base"]), world["base"].name, f"{MRN}_refused"}
-    hits = _search(lines[0].encode(), True, _needles(values))
-    assert not hits, f"the error line holds {hits}: {lines[0]}"
-    assert not (world["base"] / "refused" / module).exists() or not any(
-        (world["base"] / "refused" / module).iterdir()), "a refused run wrote outputs"
