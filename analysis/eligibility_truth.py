@@ -21,7 +21,7 @@ import pandas as pd
 from absl import app, flags
 from sklearn.metrics import adjusted_rand_score
 
-from data_prep import eligibility, normal_spines, pseudonym
+from data_prep import eligibility, normal_spines, output_folder, pseudonym
 
 FLAGS = flags.FLAGS
 def detection(ineligible: np.ndarray, abnormal: np.ndarray, kinds: np.ndarray) -> dict:
@@ -64,7 +64,7 @@ def check(cohort: Path, result_dir: Path, secret: bytes, seeds: list[int]) -> di
                      "adjusted_rand": float(adjusted_rand_score(first_cluster, other.cluster)),
                      "detection": detection(~other.eligible, kinds[valid] != "", kinds[valid])})
     report["stability"] = runs
-    (result_dir / "truth_check.json").write_text(json.dumps(report, indent=1))
+    output_folder.add_file(result_dir, "truth_check.json", json.dumps(report, indent=1).encode())
     return report
 
 

@@ -5,7 +5,8 @@ folder then holds `.spinejax-output.json`, the list of the files the stage wrote
 - `<out>` may be absent, an empty folder, or a folder this stage wrote whose files are all its own. A
   non-empty folder without the marker, a folder of another stage, or one holding a file the stage did not
   write (a note the user put there) is refused before any work: spinejax never deletes or overwrites a file
-  it did not write.
+  it did not write. A later spinejax step that adds a file to the folder (the synthetic truth check to the
+  eligibility folder) records it with `add_file`, so a rebuild may replace it.
 - `<out>.partial/` holds the same kind of marker (`.spinejax-partial`) from the moment it is made; a folder
   of that name without it is the user's, and is refused too.
 - `<out>.lock` (next to `<out>`, kept) is held with an exclusive lock for the whole run; a second run into
@@ -52,7 +53,6 @@ class OutputFolder:
             raise InputError(f"{self.out}: another {self.stage} run is writing this folder (it holds "
                              f"{lock_path.name}); wait for it to finish or choose another --out") from None
         try:
-            self.check_replaceable(self.out)
             if self.partial.exists() and not (self.partial / PARTIAL_MARKER).is_file():
                 raise InputError(f"{self.partial} exists and was not made by spinejax; move it away or choose "
                                  "another --out")
@@ -92,8 +92,10 @@ class OutputFolder:
                              "move them away before rebuilding: spinejax never deletes files it did not write")
 
     def start(self, stamp: dict) -> bool:
-        """Makes (or keeps) the partial folder for a run described by `stamp`; True when a partial folder
-        of the same `stamp` was kept (an interrupted run to resume), False when it was started afresh."""
+        """Makes (or keeps) the partial folder for a run described by `stamp`, after checking that `out` may
+        be replaced (an up-to-date folder is returned before this, so it is never refused); True when a
+        partial folder of the same `stamp` was kept (an interrupted run to resume), False when started afresh."""
+        self.check_replaceable(self.out)
         stamp_path = self.partial / PARTIAL_MARKER
         text = json.dumps(stamp, sort_keys=True)
         if stamp_path.is_file() and stamp_path.read_text() == text:
@@ -119,3 +121,14 @@ class OutputFolder:
         os.replace(self.partial, self.out)
         if old.exists():
             shutil.rmtree(old)
+
+
+def add_file(folder: Path, name: str, data: bytes) -> None:
+    """Writes `data` to folder/name (a spinejax output folder of another step) and lists it as spinejax's."""
+    folder = Path(folder)
+    marker = folder / MARKER
+    written = json.loads(marker.read_text()) if marker.is_file() else None
+    (folder / name).write_bytes(data)
+    if written is not None and name not in written["files"]:
+        written["files"] = sorted([*written["files"], name])
+        marker.write_text(json.dumps(written, indent=0))
