@@ -9,7 +9,7 @@ allowed; the series id is the file name without its extension), each with its ma
 COHORT_DIR/masks/<series id>.nii[.gz] and its row of COHORT_DIR/reports.csv (data_prep.reports_table).
 Each input becomes records (one per region) or one failure row with a reason code; a region that cannot be
 cut (a lumbar-only scan has no whole spine) is a failure row of its own. The codes are listed in
-docs/ingestion_contract.md. The same series reachable twice (DICOM and its NIfTI, `X.nii` and `X.nii.gz`)
+docs/ingestion.md. The same series reachable twice (DICOM and its NIfTI, `X.nii` and `X.nii.gz`)
 gives one set of records; so does the same voxel data under two ids.
 
 Outputs in RECORDS_DIR (data_prep.output_folder: written whole, never over the user's files, one run at a time):
@@ -59,14 +59,16 @@ from data_prep import (
 )
 from data_prep.refusal import Refusal
 from spinejax import records
-from spinejax.errors import InputError, one_line_errors
+from spinejax.errors import DEBUG_ENV, InputError, one_line_errors
 
 FLAGS = flags.FLAGS
 BUILD_VERSION = 3  # what a record holds for the same input and plan; bump when that changes
 LIBRARIES = ("numpy", "scipy", "pydicom", "nibabel", "array-record", "pylibjpeg", "pylibjpeg-libjpeg",
              "pylibjpeg-openjpeg", "pylibjpeg-rle")
 _NIFTI = re.compile(r"^(?P<stem>.+)\.nii(\.gz)?$", re.IGNORECASE)
-INTERNAL = ("internal_error", "an unexpected error in spinejax (a bug): rerun with SPINEJAX_DEBUG=1 to see it")
+INTERNAL = ("internal_error", "an unexpected error in spinejax (a bug, or out of memory): rerun with "
+            "SPINEJAX_DEBUG=1 to see it")
+TRANSIENT = ("internal_error", "io_error")  # codes that may not recur: a folder holding them is never up to date
 
 
 def plan_from(config: ml_collections.ConfigDict) -> preprocess.Plan:
@@ -148,8 +150,13 @@ def list_inputs(cohort: Path, config: ml_collections.ConfigDict) -> tuple[list[d
 
 
 def _stat(path: str) -> list:
-    info = os.stat(path)
-    return [path, info.st_size, info.st_mtime_ns]
+    """What says a file changed: size, modification and status-change times (a `cp -p` of a corrected file
+    keeps size and mtime, not ctime). A file gone since listing keys as absent; reading it then fails."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return [path, None]
+    return [path, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
 
 
 def input_key(item: dict, report: dict | None, stamp: str, secret: bytes) -> str:
@@ -248,7 +255,7 @@ def _worker(args) -> str:
     try:
         result = process_input(item, report, plan, config, secret)
     except Exception:  # noqa: BLE001 - a bug must not lose the batch; SPINEJAX_DEBUG shows it
-        if os.environ.get("SPINEJAX_DEBUG"):
+        if os.environ.get(DEBUG_ENV):
             raise
         result = {"records": [], "failures": [{"region": "", "code": INTERNAL[0], "message": INTERNAL[1]}]}
     blobs = {f"r{n}": np.frombuffer(r["bytes"], np.uint8) for n, r in enumerate(result["records"])}
@@ -289,8 +296,10 @@ def build(cohort: Path, out: Path, config: ml_collections.ConfigDict, secret: by
         plan = plan_from(config)
         config_json = {k: v for k, v in json.loads(config.to_json()).items() if k != "workers"}
         # Raw site names are the user's (a hospital's name): they shape the stamp, outputs get the codes only.
+        libraries = {name: importlib.metadata.version(name) for name in LIBRARIES}  # a decoder upgrade rebuilds
         stamp = {"config": config_json, "plan": plan.fingerprint(), "build_version": BUILD_VERSION,
-                 "schema_version": records.SCHEMA_VERSION, "secret": pseudonym.secret_fingerprint(secret)}
+                 "schema_version": records.SCHEMA_VERSION, "secret": pseudonym.secret_fingerprint(secret),
+                 "libraries": libraries}
         stamp_text = json.dumps(stamp, sort_keys=True)
         keys = [input_key(item, rows.get(item["series_id"]), stamp_text, secret) for item in inputs]
         fingerprint = pseudonym.keyed_hash(json.dumps(
@@ -311,10 +320,12 @@ def build(cohort: Path, out: Path, config: ml_collections.ConfigDict, secret: by
         list(parallel.map_jobs(_worker, todo, config.workers, desc="series", progress=progress))
         manifest, outcomes = _assemble(folder.partial, inputs, keys, listed_failures, table, rows, plan, config,
                                        secret)
+        if any(o["code"] in TRANSIENT for o in outcomes):  # never up to date: the next run tries them again
+            fingerprint += "-retry"
         codes_only = {**config_json, "site_codes": sorted(set(map(str, config.site_codes.values())))}
         manifest.update({"config": codes_only, "build_fingerprint": fingerprint, "build_version": BUILD_VERSION,
-                         "secret_fingerprint": stamp["secret"], "reports_sha256": table.sha256,
-                         "libraries": {name: importlib.metadata.version(name) for name in LIBRARIES}})
+                         "secret_fingerprint": stamp["secret"],
+                         "reports_key": pseudonym.keyed_hash(table.sha256, secret, "reports"), "libraries": libraries})
         (folder.partial / "manifest.json").write_text(json.dumps(manifest, indent=1))
         for path in (folder.partial / ".cache").iterdir():
             path.unlink()
@@ -335,9 +346,10 @@ def _assemble(partial: Path, inputs: list[dict], keys: list[str], listed_failure
     rejected_ids = {r.series_id for r in table.rejected if r.series_id}
     writers, counts_per_shard, index_rows, outcomes = {}, {}, [], list(listed_failures)
     native_spacing, extents, seen_content, kept = [], {r: [] for r in config.regions}, set(), []
-    processed = 0
+    processed, failed_inputs = 0, len(listed_failures)  # each counted from its own outcome
     for key, item in zip(keys, inputs):
         if item["series_id"] not in rows:
+            failed_inputs += 1
             code = "report_row_rejected" if item["series_id"] in rejected_ids else "no_report_row"
             message = ("its reports.csv row was rejected (rejections.csv says why)" if code == "report_row_rejected"
                        else "no row for this series in reports.csv")
@@ -348,11 +360,13 @@ def _assemble(partial: Path, inputs: list[dict], keys: list[str], listed_failure
         if meta["records"] and meta["content_sha256"] in seen_content:
             outcomes.append(_failure(item["kind"], item["where"], "duplicate_scan", "the same voxel data as another "
                                      "input already made into records", item["series_id"]))
+            failed_inputs += 1
             continue
         for failure in meta["failures"]:
             outcomes.append(_failure(item["kind"], item["where"], failure["code"], failure["message"],
                                      item["series_id"], failure["region"]))
         if not meta["records"]:
+            failed_inputs += 1
             continue
         seen_content.add(meta["content_sha256"])
         processed += 1
@@ -394,9 +408,10 @@ def _assemble(partial: Path, inputs: list[dict], keys: list[str], listed_failure
     _export_reports(partial / "reports.csv", kept, table, secret)
     _qc_pictures(partial, index, plan)
 
-    n_inputs = len(inputs) + sum(o["kind"] == "file" for o in listed_failures) \
-        + sum(o["code"] in ("other_part", "duplicate_series") for o in listed_failures)
-    failed_inputs = n_inputs - processed
+    # Inputs: listed series and NIfTI files, plus files and split-off parts that joined no series.
+    n_inputs = len(inputs) + len(listed_failures)
+    if processed + failed_inputs != n_inputs:
+        raise AssertionError(f"counts do not add up: {n_inputs} inputs, {processed} processed, {failed_inputs} failed")
     data_fingerprint = _data_fingerprint(native_spacing, extents, plan)
     warnings = [f"{r}: the plan's grid crops the anatomy of {v['cropped_share']:.0%} of records (more than "
                 f"{config.max_cropped_share:.0%}); enlarge the grid in the records config"

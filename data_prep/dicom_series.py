@@ -271,6 +271,11 @@ def _pixels(path: Path) -> np.ndarray:
     """[frames, rows, columns] stored pixel values of one file."""
     try:
         dataset = pydicom.dcmread(path)
+    except OSError:  # gone, or a network file system's hiccup: may not recur, so it is tried again next run
+        raise SeriesError("io_error", "a file of the series could not be read (I/O error)") from None
+    except Exception:  # noqa: BLE001 - a damaged file
+        raise SeriesError("pixel_decode", "a file of the series cannot be parsed") from None
+    try:
         pixels = dataset.pixel_array
     except Exception:  # noqa: BLE001 - decoder errors come in many types
         raise SeriesError("pixel_decode", "pixel data cannot be decoded") from None

@@ -78,7 +78,8 @@ def run(input_dir: Path, out: Path, config: ml_collections.ConfigDict, secret: b
     with output_folder.OutputFolder(out, "eligibility") as folder:
         table = read_table(input_dir, config)
         # What the outputs depend on; summary.json holds these four, and an equal set means up to date.
-        stamp = {"config": json.loads(config.to_json()), "input_sha256": table.sha256,
+        stamp = {"config": json.loads(config.to_json()),
+                 "input_key": pseudonym.keyed_hash(table.sha256, secret, "reports"),
                  "version": ELIGIBILITY_VERSION, "secret_fingerprint": pseudonym.secret_fingerprint(secret)}
         previous = out / "summary.json"
         if previous.is_file():

@@ -37,7 +37,7 @@ class OutputFolder:
     write into `f.partial`, then `f.commit()`."""
 
     def __init__(self, out: Path, stage: str):
-        self.out = Path(out)
+        self.out = Path(out).resolve()  # a symlinked --out: write where it points, and keep the link
         self.stage = stage
         self.partial = self.out.with_name(self.out.name + ".partial")
         self._lock_file = None
@@ -53,7 +53,8 @@ class OutputFolder:
             raise InputError(f"{self.out}: another {self.stage} run is writing this folder (it holds "
                              f"{lock_path.name}); wait for it to finish or choose another --out") from None
         try:
-            if self.partial.exists() and not (self.partial / PARTIAL_MARKER).is_file():
+            self._check_owner(self.out)
+            if self.partial.exists() and not any((self.partial / m).is_file() for m in (PARTIAL_MARKER, MARKER)):
                 raise InputError(f"{self.partial} exists and was not made by spinejax; move it away or choose "
                                  "another --out")
         except BaseException:
@@ -67,14 +68,14 @@ class OutputFolder:
             self._lock_file.close()
             self._lock_file = None
 
-    def check_replaceable(self, folder: Path) -> None:
-        """Refuses (InputError) a folder that this stage may not replace (module docstring)."""
+    def _check_owner(self, folder: Path) -> dict | None:
+        """The marker of `folder` (None when absent or empty); refuses a folder not of this stage."""
         if not folder.exists():
-            return
+            return None
         if not folder.is_dir():
             raise InputError(f"{folder} is a file, not a folder; choose another --out")
         if not any(folder.iterdir()):
-            return
+            return None
         marker = folder / MARKER
         if not marker.is_file():
             older = any((folder / name).is_file() for name in ("manifest.json", "summary.json"))
@@ -86,6 +87,13 @@ class OutputFolder:
         if written.get("stage") != self.stage:
             raise InputError(f"{folder} holds the output of spinejax's {written.get('stage')} stage, not "
                              f"{self.stage}; choose another --out")
+        return written
+
+    def check_replaceable(self, folder: Path) -> None:
+        """Refuses (InputError) a folder that this stage may not replace (module docstring)."""
+        written = self._check_owner(folder)
+        if written is None:
+            return
         foreign = sorted(set(_listing(folder)) - set(written.get("files", [])) - {MARKER})
         if foreign:
             raise InputError(f"{folder} holds {len(foreign)} file(s) spinejax did not write (first: {foreign[0]}); "
@@ -99,6 +107,9 @@ class OutputFolder:
         stamp_path = self.partial / PARTIAL_MARKER
         text = json.dumps(stamp, sort_keys=True)
         if stamp_path.is_file() and stamp_path.read_text() == text:
+            for path in self.partial.iterdir():  # keep the per-input cache; shards and tables are rewritten
+                if path.name not in (PARTIAL_MARKER, ".cache"):
+                    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
             return True
         if self.partial.exists():  # ours (checked on entry), from a run with other settings
             shutil.rmtree(self.partial)
@@ -108,15 +119,15 @@ class OutputFolder:
 
     def commit(self) -> None:
         """Lists what the partial folder holds as this stage's files and swaps it into place."""
-        (self.partial / PARTIAL_MARKER).unlink()
-        files = [f for f in _listing(self.partial) if f != MARKER]
-        (self.partial / MARKER).write_text(json.dumps({"stage": self.stage, "files": files}, indent=0))
+        self.check_replaceable(self.out)  # before anything changes: a refusal leaves a resumable partial folder
         old = self.out.with_name(self.out.name + ".replaced")
         if old.exists():  # left by a run killed between the two renames below
             self.check_replaceable(old)
             shutil.rmtree(old)
+        files = [f for f in _listing(self.partial) if f not in (MARKER, PARTIAL_MARKER)]
+        (self.partial / MARKER).write_text(json.dumps({"stage": self.stage, "files": files}, indent=0))
+        (self.partial / PARTIAL_MARKER).unlink()
         if self.out.exists():
-            self.check_replaceable(self.out)
             os.replace(self.out, old)
         os.replace(self.partial, self.out)
         if old.exists():
@@ -124,11 +135,18 @@ class OutputFolder:
 
 
 def add_file(folder: Path, name: str, data: bytes) -> None:
-    """Writes `data` to folder/name (a spinejax output folder of another step) and lists it as spinejax's."""
+    """Writes `data` to folder/name, in a spinejax output folder another step wrote, and lists it there as
+    spinejax's. Refuses a folder without the marker and a file of that name that spinejax did not write."""
     folder = Path(folder)
     marker = folder / MARKER
-    written = json.loads(marker.read_text()) if marker.is_file() else None
-    (folder / name).write_bytes(data)
-    if written is not None and name not in written["files"]:
+    if not marker.is_file():
+        raise InputError(f"{folder} is not a spinejax output folder; cannot add {name} to it")
+    written = json.loads(marker.read_text())
+    if (folder / name).exists() and name not in written["files"]:
+        raise InputError(f"{folder}/{name} exists and was not written by spinejax; move it away")
+    tmp = folder / f".{name}.tmp"
+    tmp.write_bytes(data)
+    os.replace(tmp, folder / name)
+    if name not in written["files"]:
         written["files"] = sorted([*written["files"], name])
         marker.write_text(json.dumps(written, indent=0))

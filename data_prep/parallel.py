@@ -7,6 +7,7 @@ Workers are spawned processes (never forked: JAX and BLAS threads do not survive
 
 from __future__ import annotations
 
+import concurrent.futures
 import multiprocessing
 import os
 import sys
@@ -27,8 +28,11 @@ def map_jobs(function: Callable, jobs: Sequence, workers: int | None = None, des
                 yield function(job)
                 bar.update()
         else:
-            with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
-                for result in pool.imap(function, jobs, chunksize=chunksize):
+            # An executor, not multiprocessing.Pool: a worker killed (out of memory) raises BrokenProcessPool
+            # here instead of leaving the run waiting forever.
+            context = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
+                for result in pool.map(function, jobs, chunksize=chunksize):
                     yield result
                     bar.update()
     finally:

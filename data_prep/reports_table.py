@@ -6,7 +6,7 @@ A site's table comes from a RIS export or a spreadsheet, so nothing in it is tru
   a missing column) is refused before any work with `InputError`, saying what was found and what is expected.
 - Every cell is read as text: ids stay strings exactly as written (`007` stays `007`, never the number 7),
   stripped of surrounding spaces.
-- Each data row is used or rejected with a reason code (the table of codes is in docs/ingestion_contract.md):
+- Each data row is used or rejected with a reason code (the table of codes is in docs/ingestion.md):
   blank or repeated series ids (every copy is rejected: which one is right cannot be known), blank subject
   ids, ages that are not a number of years (DICOM's age strings `045Y`, `006M`, `010W`, `030D` are
   converted) or lie outside `age_range_years`, a sex outside F/M/O (female, male, other; blank or U is
@@ -106,14 +106,14 @@ def _decode(raw: bytes, name: str) -> str:
 
 
 def _header(text: str, name: str) -> list[str]:
-    first = text.splitlines()[0]
+    first = text.splitlines()[0]  # also a classic Mac export's lone carriage returns
     if "," not in first:
         found = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
         seen = [f"{first.count(s)} {word}" for s, word in found.items() if s in first]
         raise InputError(f"{name}: the header line has no commas{' but ' + ', '.join(seen) if seen else ''}; "
                          "spinejax reads comma-separated tables: export with commas")
     header = [h.strip() for h in next(csv.reader([first]))]
-    repeated = [n for n, c in Counter(header).items() if c > 1]
+    repeated = [n for n, c in Counter(header).items() if c > 1 and n]  # empty names: a spreadsheet's spare columns
     if repeated:  # names only when they are ours: a header may hold anything
         ours = [n for n in repeated if n in REQUIRED + OPTIONAL]
         raise InputError(f"{name}: {len(repeated)} column name(s) appear more than once"
@@ -183,12 +183,22 @@ def read(path: Path, *, declared: dict | None = None, conditions: tuple[str, ...
                          "from the config's report_columns")
     pathology = _pathology(header, tuple(conditions or pathology_features.CONDITIONS))
     kept = set(REQUIRED) | set(OPTIONAL) | set(declared) | set(pathology)
-    where = {c: i for i, c in enumerate(header)}
+    try:
+        return _rows(text, name, header, declared, pathology, kept, age_range_years, site_codes, raw)
+    except csv.Error:
+        raise InputError(f"{name} cannot be parsed as CSV (an unterminated quote, or a cell longer than "
+                         f"{csv.field_size_limit()} characters): export it again as CSV UTF-8") from None
 
+
+def _rows(text, name, header, declared, pathology, kept, age_range_years, site_codes, raw) -> ReportsTable:
+    """The row-by-row part of `read` (its docstring)."""
+    where = {c: i for i, c in enumerate(header)}
     records, rejected = [], []
-    body = csv.reader(io.StringIO(text))
+    body = csv.reader(io.StringIO(text, newline=""))
     next(body)
-    for line_number, fields in enumerate(body, start=2):
+    start = body.line_num + 1
+    for fields in body:
+        line_number, start = start, body.line_num + 1  # a quoted cell (Alt+Enter in Excel) spans several lines
         if not any(f.strip() for f in fields):
             continue  # blank lines (a spreadsheet's trailing rows) are not rows
         series_id = fields[where["series_id"]].strip() if len(fields) > where["series_id"] else ""
@@ -264,5 +274,5 @@ def read(path: Path, *, declared: dict | None = None, conditions: tuple[str, ...
     rows[pathology] = rows[pathology].astype(np.int8)
     return ReportsTable(rows=rows, rejected=rejected, n_rows=len(records) + len(rejected),
                         pathology_columns=pathology, declared_columns=list(declared),
-                        ignored_columns=[c for c in header if c not in kept],
+                        ignored_columns=[c for c in header if c not in kept and c],
                         sha256=hashlib.sha256(raw).hexdigest(), site_declared=bool(site_codes))

@@ -474,6 +474,21 @@ def _unprivileged(home: Path) -> tuple[list[str], dict, dict] | str:
     return "no Python interpreter usable by nobody"
 
 
+def _grant_search(paths: list[Path]) -> list[tuple[Path, int]]:
+    """Lets `nobody` traverse (search, not list) the folders above the code and the installed packages for
+    this test: a fresh clone made with `mktemp -d` is mode 700. Returns (folder, old mode) to restore."""
+    granted = []
+    if os.geteuid() != 0:
+        return granted
+    for path in paths:
+        for folder in [*reversed(Path(path).resolve().parents), Path(path).resolve()]:
+            mode = folder.stat().st_mode & 0o7777
+            if not mode & 0o001 and folder.stat().st_uid == 0:
+                folder.chmod(mode | 0o001)
+                granted.append((folder, mode))
+    return granted
+
+
 def _stage(interpreter: list[str], module: str, cohort: Path, out: Path, key: Path, env: dict,
            kwargs: dict) -> subprocess.CompletedProcess:
     command = [*interpreter, "-m", f"data_prep.{module}", f"--input={cohort}", f"--out={out}",
@@ -486,7 +501,7 @@ def _stage(interpreter: list[str], module: str, cohort: Path, out: Path, key: Pa
 def world():
     base = Path(tempfile.mkdtemp(prefix="deid_", dir="/tmp"))
     home = Path(tempfile.mkdtemp(prefix="deid_home_", dir="/tmp"))
-    corpus = {}
+    corpus, granted = {}, []
     try:
         base.chmod(0o755)
         home.chmod(0o777)
@@ -502,6 +517,7 @@ def world():
         (base / "nobody").chmod(0o777)
         (base / "refused").mkdir(mode=0o755)
         before = set(corpus["cohort"].rglob("*"))
+        granted = _grant_search([REPO, Path(sysconfig.get_paths()["purelib"])])
         unprivileged = _unprivileged(home)
         if isinstance(unprivileged, str):
             runs["nobody"].skipped = unprivileged
@@ -529,6 +545,8 @@ def world():
         yield {"base": base, "home": home, "key": key, "corpus": corpus, "runs": runs, "refusals": refusals,
                "needles": _needles(corpus["values"]), "written_in_cohort": written}
     finally:
+        for path, mode in reversed(granted):
+            path.chmod(mode)
         for path in corpus.get("locked", []):
             if path.exists():
                 path.chmod(0o755)

@@ -106,6 +106,19 @@ def test_never_over_the_users_files_and_one_run_at_a_time(cohort, tmp_path):
         "records"] > 0
 
 
+def test_a_symlinked_out_keeps_its_link_and_its_target_is_replaced(cohort, tmp_path):
+    target = tmp_path / "big_disk" / "records"
+    target.parent.mkdir()
+    link = tmp_path / "records"
+    link.symlink_to(target, target_is_directory=True)
+    build_records.build(cohort, link, _config(), SECRET, progress=False)
+    rebuilt = build_records.build(cohort, link, _config(shards_per_split=2), SECRET, progress=False)
+    assert not rebuilt["skipped"] and link.is_symlink() and (target / "manifest.json").is_file()
+    assert json.loads((link / "manifest.json").read_text())["config"]["shards_per_split"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big_disk", "records"]  # nothing beside the link
+    assert sorted(p.name for p in target.parent.iterdir()) == ["records", "records.lock"]
+
+
 def test_expected_errors_are_one_line_without_a_traceback(cohort, tmp_path):
     empty = tmp_path / "empty_cohort"
     (empty / "dicom").mkdir(parents=True)
