@@ -53,6 +53,9 @@ def get_config() -> ml_collections.ConfigDict:
     # of its `noise_neighbours` nearest clustered cases belong to, and is eligible if that one is common).
     # With cluster_selection_epsilon, HDBSCAN leaves almost no noise (none on the synthetic cohorts of
     # 3,000 and 17,394 people), so the paper's rule costs nothing.
+    # No common cluster at all (a small pilot cohort): 'all_valid' keeps every valid row, with a warning;
+    # 'paper' applies the rule anyway (no one eligible). See data_prep/normal_spines.py.
+    config.small_cohort_policy = "all_valid"
     config.noise_policy = "ineligible"
     config.noise_neighbours = 10
     return config

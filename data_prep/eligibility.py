@@ -91,14 +91,20 @@ def run(input_dir: Path, out: Path, config: ml_collections.ConfigDict, secret: b
                              f"({len(table.rejected)} rejected); nothing to cluster")
         start = time.perf_counter()
         features, ages = usable_features(table, config)
+        if config.small_cohort_policy not in ("all_valid", "paper"):
+            raise InputError(f"config.small_cohort_policy must be 'all_valid' or 'paper', not "
+                             f"{config.small_cohort_policy!r}")
         try:
             result = normal_spines.find_normal_spines(features.to_numpy(np.float32), ages, config)
         except normal_spines.TooFewProfiles as error:
-            raise InputError(f"reports.csv: {error}") from None
+            if config.small_cohort_policy != "all_valid":
+                raise InputError(f"reports.csv: {error}") from None
+            result = normal_spines.everyone(len(ages), ages, config, "fewer than three distinct pathology profiles")
         seconds = time.perf_counter() - start
         folder.start(stamp)
         _write(folder.partial, table, result, ages, secret)
         counts = {"rows": table.n_rows, "invalid": len(table.rejected), "eligible": int(result.eligible.sum()),
+                  "small_cohort_fallback": bool(result.fallback and config.small_cohort_policy == "all_valid"),
                   "ineligible_valid": int((~result.eligible).sum()),
                   "noise": int((result.cluster == normal_spines.NOISE).sum()),
                   "clusters": int(result.clusters["cluster"].ge(0).sum()),
@@ -172,6 +178,13 @@ def main(argv: list[str]) -> None:
           f"{c['noise']} noise; {summary['seconds']:.1f} s -> {FLAGS.out}/eligibility.csv")
     for code, n in c["invalid_by_code"].items():
         print(f"invalid rows: {n} [{code}] (eligibility.csv says which)")
+    if c["small_cohort_fallback"]:
+        print(f"WARNING: no common cluster among {c['rows'] - c['invalid']} valid rows: the cohort is too small for "
+              "the paper's rule (it was measured to work from a few thousand people), so every valid row is "
+              "eligible (config.small_cohort_policy='all_valid')")
+    elif c["eligible"] == 0:
+        print("WARNING: no one is eligible: training with data.eligible_only=True will have no records; set "
+              "--config.data.eligible_only=False or --config.small_cohort_policy=all_valid")
 
 
 if __name__ == "__main__":

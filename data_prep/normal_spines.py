@@ -30,6 +30,12 @@ non-age-related (multiple fractures, focal stenosis, spondylolisthesis):
 - Cases in common clusters are eligible. HDBSCAN noise is ineligible (noise_policy='ineligible', the
   paper's rule), or joins the cluster most of its nearest clustered neighbours are in
   (noise_policy='nearest').
+- Small cohorts: when no cluster is common (a pilot cohort of 40 people is all HDBSCAN noise) the rule has
+  nothing to compare against. small_cohort_policy='all_valid' (the default) then makes every valid row
+  eligible and the step says so loudly; 'paper' keeps the rule, which then leaves no one eligible (also
+  said loudly). The method was measured to find the planted non-age-related spines from a few thousand
+  people (recall 0.87 at 3,000, 0.34 at 600, precision 1.00 at both): below that, eligibility is a weak
+  filter at best.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ class Eligibility:
     eligible: np.ndarray
     reason: np.ndarray
     clusters: pd.DataFrame
+    fallback: bool = False  # True when no common cluster was found (config.small_cohort_policy applies)
 
 
 class TooFewProfiles(ValueError):
@@ -203,4 +210,19 @@ def find_normal_spines(features: np.ndarray, ages: np.ndarray, config: ml_collec
             reasons[label] = (f"rare cluster: at most {share:.1%} of {what}{where}, "
                               f"below {config.common_threshold:.0%}")
     reason = np.array([reasons[label] for label in labels])
-    return Eligibility(embedding, labels, membership, eligible, reason, table)
+    if not common and config.small_cohort_policy == "all_valid":
+        # No cluster holds 15% of any age band: the cohort is too small (or too uniform) for the rule to
+        # tell age-related degeneration from anything else. Keep everyone, and say so (eligibility.py).
+        eligible = np.ones(len(labels), bool)
+        reason = np.array([f"small cohort: no common cluster among {len(labels)} cases, so every valid row is "
+                           f"eligible (config.small_cohort_policy); was: {r}" for r in reason])
+    return Eligibility(embedding, labels, membership, eligible, reason, table, fallback=not common)
+
+
+def everyone(n: int, ages: np.ndarray, config: ml_collections.ConfigDict, why: str) -> Eligibility:
+    """Every case eligible, in one cluster: the small-cohort rule when the cases cannot even be embedded
+    (fewer than three distinct pathology profiles, say all grades 0)."""
+    labels = np.zeros(n, int)
+    return Eligibility(np.zeros((n, config.umap.n_components), np.float32), labels, np.ones(n, np.float32),
+                       np.ones(n, bool), np.array([f"small cohort: {why}; every valid row is eligible"] * n),
+                       cluster_table(labels, ages, config), fallback=True)

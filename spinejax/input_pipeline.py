@@ -91,15 +91,22 @@ def select(records_dir, region: str, split: str, *, plan_hash: str = "", eligibi
                          f"(index {counted}, files {sizes}); rebuild the records")
     offsets = dict(zip(sizes, np.cumsum([0] + list(sizes.values()))[:-1]))
     rows["source_index"] = [int(offsets[s] + p) for s, p in zip(rows["shard"], rows["position"])]
+    removed_by = []  # which filter emptied the selection, for the message
     if eligibility_csv:
         _same_secret(manifest, Path(eligibility_csv).parent / "summary.json", records_dir)
         rows = _with_eligibility(rows, Path(eligibility_csv))
         if eligible_only:
+            before = len(rows)
             rows = rows[rows["eligible"]]
+            removed_by.append(f"eligibility ({eligibility_csv}: {len(rows)} of {before} eligible; "
+                              "--config.data.eligible_only=False trains on everyone)")
     if fraction < 1:
+        before = len(rows)
         rows = rows[nested_subset(rows["subject_key"], fraction, subset_seed)]
+        removed_by.append(f"the data fraction {fraction:g} ({len(rows)} of {before})")
     if rows.empty:
-        raise ValueError(f"{records_dir}: the restrictions leave no {split} records of region {region}")
+        raise ValueError(f"{records_dir}: no {split} records of region {region} are left after "
+                         f"{' and '.join(removed_by) or 'selection'}")
     rows = rows.sort_values("source_index").reset_index(drop=True)
     return Selection(records_dir, region, split, paths, rows, grids[region], manifest["plan_hash"])
 

@@ -475,16 +475,19 @@ def _unprivileged(home: Path) -> tuple[list[str], dict, dict] | str:
 
 
 def _grant_search(paths: list[Path]) -> list[tuple[Path, int]]:
-    """Lets `nobody` traverse (search, not list) the folders above the code and the installed packages for
-    this test: a fresh clone made with `mktemp -d` is mode 700. Returns (folder, old mode) to restore."""
+    """Lets `nobody` reach the code and the installed packages for this test: search (not list) permission
+    on the folders above each path, and list permission on the path itself (Python's importer lists the
+    folders it imports from). A fresh clone made with `mktemp -d` is mode 700. Returns (folder, old mode),
+    to restore."""
     granted = []
     if os.geteuid() != 0:
         return granted
     for path in paths:
-        for folder in [*reversed(Path(path).resolve().parents), Path(path).resolve()]:
+        path = Path(path).resolve()
+        for folder, wanted in [*((p, 0o001) for p in reversed(path.parents)), (path, 0o005)]:
             mode = folder.stat().st_mode & 0o7777
-            if not mode & 0o001 and folder.stat().st_uid == 0:
-                folder.chmod(mode | 0o001)
+            if mode & wanted != wanted and folder.stat().st_uid == 0:
+                folder.chmod(mode | wanted)
                 granted.append((folder, mode))
     return granted
 

@@ -171,3 +171,25 @@ def test_stratified_clustering_keeps_each_cluster_within_one_age_band(paper_like
     assert (per_cluster_bands == 1).all()  # labels from different bands never collide
     common = set(result.clusters.loc[result.clusters["common"], "cluster"])
     np.testing.assert_array_equal(result.eligible, np.isin(result.cluster, list(common)))
+
+
+def test_a_small_cohort_says_so_and_keeps_every_valid_row(tmp_path):
+    cohort = tmp_path / "cohort"
+    synthesize.synthesize(cohort, synthesize.CohortSpec(subjects=40, seed=3, reports_only=True), progress=False)
+    summary = eligibility.run(cohort, tmp_path / "out", eligibility_config.get_config(), SECRET)
+    counts = summary["counts"]
+    assert counts["small_cohort_fallback"] and counts["common_clusters"] == 0
+    assert counts["eligible"] == counts["rows"] - counts["invalid"] > 0
+    table = pd.read_csv(tmp_path / "out" / "eligibility.csv")
+    assert table["reason"].str.startswith("small cohort").all()
+    # The paper's rule, asked for explicitly, leaves no one eligible, and says that too.
+    strict = eligibility.run(cohort, tmp_path / "strict", _config(small_cohort_policy="paper"), SECRET)
+    assert strict["counts"]["eligible"] == 0 and not strict["counts"]["small_cohort_fallback"]
+    # All grades zero: nothing to embed; everyone valid is eligible instead of a crash.
+    reports = pd.read_csv(cohort / "reports.csv", dtype=str, keep_default_na=False)
+    reports[[c for c in reports.columns if "__" in c]] = "0"
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    reports.to_csv(flat / "reports.csv", index=False)
+    assert eligibility.run(flat, tmp_path / "flat_out", eligibility_config.get_config(), SECRET)["counts"][
+        "eligible"] == len(reports)
