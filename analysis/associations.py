@@ -37,8 +37,10 @@ def one_series_per_subject(table: pd.DataFrame) -> pd.DataFrame:
 def factor_table(reports: pd.DataFrame, lifestyle: list[str]) -> pd.DataFrame:
     """0/1 (NaN unanswered) factors per row of `reports`: lifestyle columns, then `<condition>` (any level)
     and `<condition>@<region>` for each condition and region."""
-    graded = pathology_features.grades(reports)
     factors = {name: pd.to_numeric(reports[name], errors="coerce") for name in lifestyle}
+    if not any(pathology_features.SEPARATOR in c for c in reports.columns):  # a site without graded reports
+        return pd.DataFrame(factors, index=reports.index)
+    graded = pathology_features.grades(reports)
     for region in (None, *REGIONS):
         present = pathology_features.any_level(graded, min_grade=1, region=region)
         factors.update({name if region is None else f"{name}@{region}": present[name].astype(float)

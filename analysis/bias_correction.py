@@ -9,7 +9,9 @@ later prediction.
 Methods (all pure functions of [n] float arrays in years):
 - 'linear' (Cole et al. 2018; Beheshti et al. 2019): fit predicted = a * age + b, corrected = (predicted - b) / a.
 - 'residual' (Smith et al. 2019, Le et al. 2018): fit gap = c * age + d, corrected gap = gap - (c * age + d).
-- 'none': corrected = predicted.
+- 'none': corrected = predicted. Also what analysis.spine_age_gap falls back to, saying so, when the
+  validation split is too small to fit (fewer than 3 subjects of different ages) or the model's predictions
+  do not follow age.
 SAG = corrected predicted age - age: positive means the spine looks older than its years. Correction uses
 the true age of the person corrected, which inflates R2 and r of corrected ages: always show the
 uncorrected accuracy next to the corrected one.
@@ -22,6 +24,11 @@ import numpy as np
 METHODS = ("linear", "residual", "none")
 
 
+class CannotFit(ValueError):
+    """Too few fitting subjects, or predictions that do not follow age: analysis.spine_age_gap then falls back
+    to 'none' and says so."""
+
+
 def fit(method: str, age: np.ndarray, predicted: np.ndarray) -> dict:
     """Coefficients of `method` from fitting subjects: {'method', 'slope', 'intercept', 'n'} (years)."""
     if method not in METHODS:
@@ -30,11 +37,11 @@ def fit(method: str, age: np.ndarray, predicted: np.ndarray) -> dict:
     if method == "none":
         return {"method": method, "slope": 1.0, "intercept": 0.0, "n": int(age.size)}
     if age.size < 3 or np.std(age) == 0:
-        raise ValueError(f"bias correction needs at least 3 fitting subjects of different ages, got {age.size}")
+        raise CannotFit(f"bias correction needs at least 3 fitting subjects of different ages, got {age.size}")
     target = predicted if method == "linear" else predicted - age
     slope, intercept = np.polyfit(age, target, 1)
     if method == "linear" and abs(slope) < 0.05:
-        raise ValueError(f"predicted age barely follows age on the fitting subjects (slope {slope:.3f}); "
+        raise CannotFit(f"predicted age barely follows age on the fitting subjects (slope {slope:.3f}); "
                          "a linear correction would divide by almost zero: use 'residual' or a better model")
     return {"method": method, "slope": float(slope), "intercept": float(intercept), "n": int(age.size)}
 

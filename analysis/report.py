@@ -176,6 +176,9 @@ def main(argv):
     results = analyse(f.workdir, f.method, f.fit_on, f.pooled, f.ground_truth)
     path = write_html(f.workdir, results, f.eligibility_dir, f.figures_dir)
     accuracy = results["accuracy"]
+    if "fallback_from" in results["coefficients"]:
+        print(f"WARNING: no {results['coefficients']['fallback_from']} bias correction: "
+              f"{results['coefficients']['fallback_reason']}; spine age gaps are uncorrected")
     for _, r in accuracy[accuracy["split"] == "test"].iterrows():
         print(f"test, {r['stage']}: MAE {r['mae']:.2f} y, R2 {r['r2']:.3f}, r {r['pearson_r']:.3f}, "
               f"gap-age r {r['gap_age_r']:+.3f} (n={r['n']})")

@@ -44,7 +44,13 @@ def fitting_rows(table: pd.DataFrame, fit_on: str) -> pd.Series:
 def correct(table: pd.DataFrame, method: str, fit_on: str = "eligible") -> tuple[dict, pd.DataFrame]:
     """(coefficients, table + corrected_age, sag_uncorrected, sag) with the correction fitted on validation."""
     fit_rows = fitting_rows(table, fit_on)
-    coefficients = bias_correction.fit(method, table.loc[fit_rows, "age"], table.loc[fit_rows, "predicted_age"])
+    try:
+        coefficients = bias_correction.fit(method, table.loc[fit_rows, "age"], table.loc[fit_rows, "predicted_age"])
+    except bias_correction.CannotFit as error:
+        # A small cohort's validation split can hold one or two people: report uncorrected gaps rather
+        # than stop, and say so in the coefficients (report.py prints and shows it).
+        coefficients = {**bias_correction.fit("none", table.loc[fit_rows, "age"], table.loc[fit_rows, "predicted_age"]),
+                        "fallback_from": method, "fallback_reason": str(error)}
     coefficients["fit_on"] = f"validation ({fit_on})"
     out = table.copy()
     out["corrected_age"] = bias_correction.corrected_age(coefficients, out["age"], out["predicted_age"])

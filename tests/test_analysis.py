@@ -56,6 +56,16 @@ def test_correction_is_fitted_on_validation_only():
     assert eligible_only["n"] == 75 and coefficients["n"] == 150
 
 
+def test_too_few_validation_subjects_fall_back_to_no_correction_and_say_so():
+    age, predicted = _regressed_to_the_mean(60)
+    table = pd.DataFrame({"split": ["validation"] * 2 + ["test"] * 58, "age": age, "predicted_age": predicted,
+                          "eligible": "True"})
+    coefficients, corrected = spine_age_gap.correct(table, "linear")
+    assert coefficients["method"] == "none" and coefficients["fallback_from"] == "linear"
+    assert "at least 3" in coefficients["fallback_reason"]
+    np.testing.assert_array_equal(corrected["sag"], corrected["predicted_age"] - corrected["age"])
+
+
 @pytest.fixture(scope="module")
 def oracle(tmp_path_factory):
     """A reports-only synthetic cohort of 3000 people whose 'model' predicts the biological age exactly."""
@@ -94,3 +104,9 @@ def test_age_related_conditions_go_with_an_older_looking_spine(oracle):
     untestable = table[table["effect_years"].isna()]
     assert (untestable["note"] != "").all() and (untestable["n_with"] < 2).all()
     assert len(table) == 4 + 9 * 4
+
+
+def test_a_table_without_pathology_grades_gives_lifestyle_factors_only():
+    reports = pd.DataFrame({"smoking": [0, 1, np.nan, 1], "age": [40.0, 50.0, 60.0, 70.0]})
+    factors = associations.factor_table(reports, ["smoking"])
+    assert list(factors.columns) == ["smoking"] and factors["smoking"].isna().sum() == 1
