@@ -31,7 +31,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # (a lumbar-only scan is not a whole-spine record); each record lists the levels it has.
     config.max_missing_level_share = 0.25
     config.regions = ("whole", "cervical", "thoracic", "lumbar")
-    config.split_fractions = (0.8, 0.1, 0.1)  # train, validation, test; by subject
+    config.split_fractions = (0.8, 0.1, 0.1)  # train, validation, test; by subject (data_prep/splits.py)
+    # The site's own split instead: a CSV of subject_id,split naming every subject once ...
+    config.split_file = ""
+    # ... or sites held out as the test split (external validation), as written in reports.csv's site column
+    # (their codes when site_codes is set); the other sites' subjects are split between train and validation.
+    config.test_sites = ()
     config.shards_per_split = 4  # files per region and split; a record's shard comes from its series key
     config.max_oblique_deg = 30.0  # slice normals further than this from left-right are not sagittal
     config.max_cropped_share = 0.05  # a region whose grid crops the anatomy of more records than this: warned

@@ -216,7 +216,7 @@ def process_input(item: dict, report: dict, plan: preprocess.Plan, config: ml_co
 
     subject_key = pseudonym.subject_key(report["subject_id"], secret)
     series_key = pseudonym.series_key(item["series_id"], secret)
-    split = splits.split_of(subject_key, tuple(config.split_fractions))
+    split = report["split"]
     out = {"records": [], "failures": [], "native_spacing_mm": [float(v) for v in scan.spacing],
            "content_sha256": hashlib.sha256(scan.data.tobytes()).hexdigest()}
     try:
@@ -274,11 +274,24 @@ def site_code(site: str, secret: bytes, declared: bool) -> str:
     return "site-" + pseudonym.keyed_hash(site, secret, "site")[:8]
 
 
-def _usable_rows(table: reports_table.ReportsTable, secret: bytes) -> dict[str, dict]:
-    """series id -> the row as the records carry it (site coded)."""
+def usable_rows(table: reports_table.ReportsTable, secret: bytes, config: ml_collections.ConfigDict
+                ) -> dict[str, dict]:
+    """series id -> the row as the records carry it: site coded, and its subject's split (data_prep.splits)."""
     rows = table.rows.drop(columns=["line"]).to_dict("index")
+    subjects = {}
     for row in rows.values():
+        key = pseudonym.subject_key(row["subject_id"], secret)
+        subjects.setdefault(row["subject_id"], (key, set()))[1].add(row["site"])  # as written: test_sites' terms
         row["site"] = site_code(row["site"], secret, table.site_declared)
+    test_sites = tuple(config.test_sites)
+    mixed = sum(1 for _, sites in subjects.values() if len(sites & set(test_sites)) and len(sites - set(test_sites)))
+    if mixed:
+        raise InputError(f"{mixed} subject(s) have series at a held-out test site and at another site: they would "
+                         "be in two splits; give a split file instead")
+    split = splits.assign({s: (key, next(iter(sites))) for s, (key, sites) in subjects.items()},
+                          tuple(config.split_fractions), config.split_file, test_sites)
+    for row in rows.values():
+        row["split"] = split[row["subject_id"]]
     return rows
 
 
@@ -291,11 +304,11 @@ def build(cohort: Path, out: Path, config: ml_collections.ConfigDict, secret: by
         raise InputError(f"{cohort}: no such cohort folder")
     with output_folder.OutputFolder(out, "records") as folder:
         table = read_reports(cohort, config)
-        rows = _usable_rows(table, secret)
+        rows = usable_rows(table, secret, config)
         inputs, listed_failures = list_inputs(cohort, config)
         plan = plan_from(config)
         config_json = {k: v for k, v in json.loads(config.to_json()).items() if k != "workers"}
-        # Raw site names are the user's (a hospital's name): they shape the stamp, outputs get the codes only.
+        # Raw site names and paths are the user's (a hospital's name): they shape the stamp, outputs get codes.
         libraries = {name: importlib.metadata.version(name) for name in LIBRARIES}  # a decoder upgrade rebuilds
         stamp = {"config": config_json, "plan": plan.fingerprint(), "build_version": BUILD_VERSION,
                  "schema_version": records.SCHEMA_VERSION, "secret": pseudonym.secret_fingerprint(secret),
@@ -322,7 +335,9 @@ def build(cohort: Path, out: Path, config: ml_collections.ConfigDict, secret: by
                                        secret)
         if any(o["code"] in TRANSIENT for o in outcomes):  # never up to date: the next run tries them again
             fingerprint += "-retry"
-        codes_only = {**config_json, "site_codes": sorted(set(map(str, config.site_codes.values())))}
+        codes_only = {**config_json, "site_codes": sorted(set(map(str, config.site_codes.values()))),
+                      "test_sites": [site_code(v, secret, table.site_declared) for v in config.test_sites],
+                      "split_file": bool(config.split_file)}  # the site's names and paths stay out
         manifest.update({"config": codes_only, "build_fingerprint": fingerprint, "build_version": BUILD_VERSION,
                          "secret_fingerprint": stamp["secret"],
                          "reports_key": pseudonym.keyed_hash(table.sha256, secret, "reports"), "libraries": libraries})

@@ -33,7 +33,7 @@ def main(argv: list[str]) -> None:
     start = time.perf_counter()
     inputs, _ = build_records.list_inputs(cohort, config)
     listing = time.perf_counter() - start
-    rows = build_records._usable_rows(build_records.read_reports(cohort, config), secret)
+    rows = build_records.usable_rows(build_records.read_reports(cohort, config), secret, config)
     inputs = [item for item in inputs if item["series_id"] in rows]
     chosen = [inputs[i] for i in np.linspace(0, len(inputs) - 1, min(FLAGS.series, len(inputs))).astype(int)]
     read = whole = 0.0

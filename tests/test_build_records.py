@@ -19,6 +19,7 @@ import pytest
 from configs import records as records_config
 from data_prep import build_records, pseudonym, spine_labels, splits, synthesize
 from spinejax import records
+from spinejax.errors import InputError
 from tests import dicom_reference as ref
 from tests import processes
 
@@ -173,3 +174,33 @@ def test_same_bytes_whatever_the_workers_and_after_a_kill(small_cohort, tmp_path
     processes.run(command)
     assert _digest(out) == _digest(tmp_path / "one")
     assert json.loads((out / "manifest.json").read_text())["counts"] == one["counts"]
+
+
+def test_a_sites_own_split_file_or_held_out_sites_decide_the_split(small_cohort, tmp_path):
+    reports = pd.read_csv(small_cohort / "reports.csv", dtype=str, keep_default_na=False)
+    subjects = sorted(set(reports["subject_id"]))
+    chosen = {s: ("train", "validation", "test")[n % 3] for n, s in enumerate(subjects)}
+    split_file = tmp_path / "splits.csv"
+    pd.DataFrame({"subject_id": list(chosen), "split": list(chosen.values())}).to_csv(split_file, index=False)
+    build_records.build(small_cohort, tmp_path / "by_file", _config(split_file=str(split_file)), SECRET,
+                        progress=False)
+    index = pd.read_csv(tmp_path / "by_file" / "index.csv")
+    wanted = {pseudonym.subject_key(s, SECRET): split for s, split in chosen.items()}
+    assert (index["split"] == index["subject_key"].map(wanted)).all() and index["split"].nunique() == 3
+
+    pd.DataFrame({"subject_id": subjects[1:], "split": "train"}).to_csv(split_file, index=False)
+    with pytest.raises(InputError, match="lacks 1 of"):
+        build_records.build(small_cohort, tmp_path / "short", _config(split_file=str(split_file)), SECRET,
+                            progress=False)
+    pd.DataFrame({"subject_id": [subjects[0]] * 2, "split": ["train", "test"]}).to_csv(split_file, index=False)
+    with pytest.raises(InputError, match="line 3: the subject of line 2 again"):
+        build_records.build(small_cohort, tmp_path / "twice", _config(split_file=str(split_file)), SECRET,
+                            progress=False)
+
+    held_out = reports["site"].iloc[0]
+    manifest = build_records.build(small_cohort, tmp_path / "by_site", _config(test_sites=(held_out,)), SECRET,
+                                   progress=False)
+    index = pd.read_csv(tmp_path / "by_site" / "index.csv")
+    at_site = {pseudonym.subject_key(s, SECRET) for s in reports.loc[reports["site"] == held_out, "subject_id"]}
+    assert at_site and set(index.loc[index["split"] == "test", "subject_key"]) == at_site
+    assert held_out not in json.dumps(manifest["config"])  # the site's name stays out of the outputs
