@@ -184,14 +184,30 @@ def read(path: Path, *, declared: dict | None = None, conditions: tuple[str, ...
     pathology = _pathology(header, tuple(conditions or pathology_features.CONDITIONS))
     kept = set(REQUIRED) | set(OPTIONAL) | set(declared) | set(pathology)
     try:
-        return _rows(text, name, header, declared, pathology, kept, age_range_years, site_codes, raw)
+        records, rejected = _rows(text, header, declared, pathology, kept, age_range_years, site_codes)
     except csv.Error:
         raise InputError(f"{name} cannot be parsed as CSV (an unterminated quote, or a cell longer than "
                          f"{csv.field_size_limit()} characters): export it again as CSV UTF-8") from None
+    counts = Counter(r["series_id"] for r in records) + Counter(r.series_id for r in rejected if r.series_id)
+    repeated = {s for s, n in counts.items() if n > 1}
+    if repeated:
+        for row in [r for r in records if r["series_id"] in repeated]:
+            rejected.append(Rejection(row["line"], row["series_id"], "duplicate_series_id", "series_id",
+                                      f"line {row['line']}: the same series_id is on another line"))
+        records = [r for r in records if r["series_id"] not in repeated]
+    rejected.sort(key=lambda r: r.line)
+    columns = ["series_id", "subject_id", "age", "sex", "site", *declared, *pathology, "line"]
+    rows = pd.DataFrame(records, columns=columns).set_index("series_id", drop=False)
+    rows[pathology] = rows[pathology].astype(np.int8)
+    return ReportsTable(rows=rows, rejected=rejected, n_rows=len(records) + len(rejected),
+                        pathology_columns=pathology, declared_columns=list(declared),
+                        ignored_columns=[c for c in header if c not in kept and c],
+                        sha256=hashlib.sha256(raw).hexdigest(), site_declared=bool(site_codes))
 
 
-def _rows(text, name, header, declared, pathology, kept, age_range_years, site_codes, raw) -> ReportsTable:
-    """The row-by-row part of `read` (its docstring)."""
+def _rows(text: str, header: list[str], declared: dict, pathology: list[str], kept: set[str],
+          age_range_years: tuple[float, float], site_codes: dict | None) -> tuple[list[dict], list[Rejection]]:
+    """The row-by-row checks of `read` (its docstring): (usable rows as dicts, rejections)."""
     where = {c: i for i, c in enumerate(header)}
     records, rejected = [], []
     body = csv.reader(io.StringIO(text, newline=""))
@@ -260,19 +276,4 @@ def _rows(text, name, header, declared, pathology, kept, age_range_years, site_c
             continue
         row.update(zip(pathology, grades))
         records.append(row)
-
-    counts = Counter(r["series_id"] for r in records) + Counter(r.series_id for r in rejected if r.series_id)
-    repeated = {s for s, n in counts.items() if n > 1}
-    if repeated:
-        for row in [r for r in records if r["series_id"] in repeated]:
-            rejected.append(Rejection(row["line"], row["series_id"], "duplicate_series_id", "series_id",
-                                      f"line {row['line']}: the same series_id is on another line"))
-        records = [r for r in records if r["series_id"] not in repeated]
-    rejected.sort(key=lambda r: r.line)
-    columns = ["series_id", "subject_id", "age", "sex", "site", *declared, *pathology, "line"]
-    rows = pd.DataFrame(records, columns=columns).set_index("series_id", drop=False)
-    rows[pathology] = rows[pathology].astype(np.int8)
-    return ReportsTable(rows=rows, rejected=rejected, n_rows=len(records) + len(rejected),
-                        pathology_columns=pathology, declared_columns=list(declared),
-                        ignored_columns=[c for c in header if c not in kept and c],
-                        sha256=hashlib.sha256(raw).hexdigest(), site_declared=bool(site_codes))
+    return records, rejected

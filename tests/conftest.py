@@ -30,6 +30,15 @@ def cohort(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def small_cohort(tmp_path_factory):
+    """Six people, DICOM and NIfTI: for tests that build records several times."""
+    out = tmp_path_factory.mktemp("small") / "cohort"
+    synthesize.synthesize(out, synthesize.CohortSpec(subjects=6, seed=4, nifti_share=0.3), workers=2,
+                          progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
 def truth(cohort):
     return json.loads((cohort / "ground_truth.json").read_text())
 

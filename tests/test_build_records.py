@@ -17,7 +17,7 @@ import pydicom.data
 import pytest
 
 from configs import records as records_config
-from data_prep import build_records, pseudonym, spine_labels, splits, synthesize
+from data_prep import build_records, pseudonym, spine_labels, splits
 from spinejax import records
 from spinejax.errors import InputError
 from tests import dicom_reference as ref
@@ -147,14 +147,6 @@ def test_nothing_identifying_and_no_secret_in_any_output(built, cohort):
 def _digest(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture(scope="module")
-def small_cohort(tmp_path_factory):
-    out = tmp_path_factory.mktemp("small") / "cohort"
-    synthesize.synthesize(out, synthesize.CohortSpec(subjects=6, seed=4, nifti_share=0.3), workers=2,
-                          progress=False)
-    return out
 
 
 def test_same_bytes_whatever_the_workers_and_after_a_kill(small_cohort, tmp_path, monkeypatch):

@@ -128,6 +128,20 @@ def test_legacy_converted_enhanced_gives_the_classic_series_volume(tmp_path, til
 
 # -- 2. hand-built Enhanced MR: shared pixel measures and orientation, per-frame position and rescale ----------------
 
+def _enhanced_mr(name: str) -> Dataset:
+    """An empty Enhanced MR dataset with its file meta, instance and series UIDs made from `name`."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = pydicom.uid.EnhancedMRImageStorage
+    meta.MediaStorageSOPInstanceUID = writers.make_uid(name)
+    meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.SeriesInstanceUID = "MR", writers.make_uid(name + "-series")
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    return ds
+
+
 def test_hand_built_enhanced_mr_applies_each_frames_own_rescale(tmp_path):
     rows, cols, n = 6, 5, 5
     spacing_rc, gap = (0.8, 0.7), 2.5
@@ -140,17 +154,9 @@ def test_hand_built_enhanced_mr_applies_each_frames_own_rescale(tmp_path):
     rescale_of_frame = [(0.5, -100.0), (1.25, 0.0), (2.0, 37.5), (0.75, 12.25), (3.0, -1.5)]
     stored = np.random.default_rng(5).integers(-300, 3000, size=(n, rows, cols)).astype(np.int16)
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = pydicom.uid.EnhancedMRImageStorage
-    meta.MediaStorageSOPInstanceUID = writers.make_uid("hand-built")
-    meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = pydicom.uid.EnhancedMRImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "MR"
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = WHO.study_uid, writers.make_uid("hand-built-series")
+    ds = _enhanced_mr("hand-built")
+    ds.StudyInstanceUID = WHO.study_uid
     ds.ImageType = ["ORIGINAL", "PRIMARY", "T2", "NONE"]
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.Rows, ds.Columns, ds.NumberOfFrames = rows, cols, n
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
     measures, orientation = Dataset(), Dataset()
@@ -277,15 +283,8 @@ def test_philips_enhanced_mr_has_dcm2niix_geometry(tmp_path):
 
 def _emri_small_like(path: Path) -> None:
     """What matters of pydicom's emri_small.dcm: Enhanced MR, 10 frames of 64x64, no functional groups."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = pydicom.uid.EnhancedMRImageStorage
-    meta.MediaStorageSOPInstanceUID = writers.make_uid("emri-like")
-    meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.SeriesInstanceUID, ds.SpacingBetweenSlices = "MR", writers.make_uid("emri-like-se"), "1.2"
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds = _enhanced_mr("emri-like")
+    ds.SpacingBetweenSlices = "1.2"
     ds.NumberOfFrames, ds.Rows, ds.Columns = 10, 64, 64
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
     ds.PixelData = np.zeros((10, 64, 64), np.uint16).tobytes()

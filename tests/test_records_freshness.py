@@ -14,7 +14,7 @@ import pytest
 
 from configs import eligibility as eligibility_config
 from configs import records as records_config
-from data_prep import build_records, eligibility, output_folder, pseudonym, synthesize
+from data_prep import build_records, eligibility, output_folder, pseudonym
 from spinejax.errors import InputError
 from tests import processes
 
@@ -28,21 +28,13 @@ def _config(**overrides):
     return config
 
 
-@pytest.fixture(scope="module")
-def cohort(tmp_path_factory):
-    out = tmp_path_factory.mktemp("fresh") / "cohort"
-    synthesize.synthesize(out, synthesize.CohortSpec(subjects=4, seed=12, nifti_share=0.5), workers=2,
-                          progress=False)
-    return out
-
-
 def _index(out):
     return pd.read_csv(out / "index.csv", dtype=str, keep_default_na=False)
 
 
-def test_a_corrected_row_a_replaced_mask_and_another_secret_each_rebuild(cohort, tmp_path):
+def test_a_corrected_row_a_replaced_mask_and_another_secret_each_rebuild(small_cohort, tmp_path):
     work = tmp_path / "cohort"
-    shutil.copytree(cohort, work)
+    shutil.copytree(small_cohort, work)
     out = tmp_path / "records"
     first = build_records.build(work, out, _config(), SECRET, progress=False)
     assert not first["skipped"] and first["counts"]["failed"] == 0
@@ -60,7 +52,7 @@ def test_a_corrected_row_a_replaced_mask_and_another_secret_each_rebuild(cohort,
 
     # A replaced mask (same name, other content): rebuilt, and the region it removed is refused.
     truth = json.loads((work / "ground_truth.json").read_text())
-    target = next(s for s in truth["series"] if s["file_format"] == "nifti")["series_id"]
+    target = truth["series"][0]["series_id"]  # every series has its mask in masks/, DICOM or NIfTI
     mask_path = work / "masks" / f"{target}.nii.gz"
     mask = nib.load(mask_path)
     labels = np.asarray(mask.dataobj).copy()
@@ -80,46 +72,46 @@ def test_a_corrected_row_a_replaced_mask_and_another_secret_each_rebuild(cohort,
     assert keys and keys <= {pseudonym.series_key(s, OTHER_SECRET) for s in table["series_id"]}
 
 
-def test_never_over_the_users_files_and_one_run_at_a_time(cohort, tmp_path):
+def test_never_over_the_users_files_and_one_run_at_a_time(small_cohort, tmp_path):
     users = tmp_path / "mine"
     users.mkdir()
     (users / "notes.txt").write_text("my own notes")
     with pytest.raises(InputError, match="not written by spinejax"):
-        build_records.build(cohort, users, _config(), SECRET, progress=False)
+        build_records.build(small_cohort, users, _config(), SECRET, progress=False)
     assert (users / "notes.txt").read_text() == "my own notes" and len(list(users.iterdir())) == 1
 
     out = tmp_path / "records"
-    build_records.build(cohort, out, _config(), SECRET, progress=False)
+    build_records.build(small_cohort, out, _config(), SECRET, progress=False)
     (out / "my_plot.png").write_bytes(b"a file the user put into the records folder")
     with pytest.raises(InputError, match="did not write"):
-        build_records.build(cohort, out, _config(shards_per_split=2), SECRET, progress=False)
+        build_records.build(small_cohort, out, _config(shards_per_split=2), SECRET, progress=False)
     assert (out / "my_plot.png").exists()
     (out / "my_plot.png").unlink()
     with pytest.raises(InputError, match="records stage, not eligibility"):
-        eligibility.run(cohort, out, eligibility_config.get_config(), SECRET)
+        eligibility.run(small_cohort, out, eligibility_config.get_config(), SECRET)
 
     # A second run into a folder a first run is writing is refused at once; the first is unharmed.
     with output_folder.OutputFolder(out, "records"):
         with pytest.raises(InputError, match="another records run"):
-            build_records.build(cohort, out, _config(shards_per_split=2), SECRET, progress=False)
-    assert build_records.build(cohort, out, _config(shards_per_split=2), SECRET, progress=False)["counts"][
+            build_records.build(small_cohort, out, _config(shards_per_split=2), SECRET, progress=False)
+    assert build_records.build(small_cohort, out, _config(shards_per_split=2), SECRET, progress=False)["counts"][
         "records"] > 0
 
 
-def test_a_symlinked_out_keeps_its_link_and_its_target_is_replaced(cohort, tmp_path):
+def test_a_symlinked_out_keeps_its_link_and_its_target_is_replaced(small_cohort, tmp_path):
     target = tmp_path / "big_disk" / "records"
     target.parent.mkdir()
     link = tmp_path / "records"
     link.symlink_to(target, target_is_directory=True)
-    build_records.build(cohort, link, _config(), SECRET, progress=False)
-    rebuilt = build_records.build(cohort, link, _config(shards_per_split=2), SECRET, progress=False)
+    build_records.build(small_cohort, link, _config(), SECRET, progress=False)
+    rebuilt = build_records.build(small_cohort, link, _config(shards_per_split=2), SECRET, progress=False)
     assert not rebuilt["skipped"] and link.is_symlink() and (target / "manifest.json").is_file()
     assert json.loads((link / "manifest.json").read_text())["config"]["shards_per_split"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big_disk", "records"]  # nothing beside the link
     assert sorted(p.name for p in target.parent.iterdir()) == ["records", "records.lock"]
 
 
-def test_expected_errors_are_one_line_without_a_traceback(cohort, tmp_path):
+def test_expected_errors_are_one_line_without_a_traceback(small_cohort, tmp_path):
     empty = tmp_path / "empty_cohort"
     (empty / "dicom").mkdir(parents=True)
     key = tmp_path / "key"
@@ -127,8 +119,8 @@ def test_expected_errors_are_one_line_without_a_traceback(cohort, tmp_path):
     cases = {
         "no reports table": ([f"--input={empty}", f"--out={tmp_path / 'r1'}", f"--secret_file={key}"],
                              "no reports.csv"),
-        "no secret file": ([f"--input={cohort}", f"--out={tmp_path / 'r2'}", f"--secret_file={tmp_path / 'none'}"],
-                           "secret file"),
+        "no secret file": ([f"--input={small_cohort}", f"--out={tmp_path / 'r2'}",
+                            f"--secret_file={tmp_path / 'none'}"], "secret file"),
     }
     for name, (args, expected) in cases.items():
         done = subprocess.run([sys.executable, "-m", "data_prep.build_records", *args], cwd=processes.REPO,
