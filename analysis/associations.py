@@ -22,7 +22,7 @@ import pandas as pd
 import statsmodels.formula.api as smf
 from statsmodels.stats.multitest import multipletests
 
-from data_prep import pathology_features, spine_labels
+from data_prep.cohort import pathology_features, spine_labels
 
 FDR = 0.05
 REGIONS = tuple(spine_labels.REGIONS)

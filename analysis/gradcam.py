@@ -24,7 +24,7 @@ import pandas as pd
 from absl import app, flags, logging
 
 from analysis import figures
-from data_prep import spine_labels
+from data_prep.cohort import spine_labels
 from spinejax import evaluate as evaluation
 from spinejax import input_pipeline, losses, models, records
 

@@ -8,7 +8,7 @@ Each value is a choice the paper leaves open; data_prep/eligibility.py documents
 
 import ml_collections
 
-from data_prep import pathology_features
+from data_prep.cohort import pathology_features
 
 
 def get_config() -> ml_collections.ConfigDict:

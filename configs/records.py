@@ -11,7 +11,7 @@ spine on 16 x 768 x 256 voxels (the paper's slab is 14 x 793 x 384).
 
 import ml_collections
 
-from data_prep import pathology_features
+from data_prep.cohort import pathology_features
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from configs import records as records_config
-from data_prep import build_records, synthesize
-from data_prep.phantom import population
+from data_prep.phantom import population, synthesize
+from data_prep.records import build_records
 
 # A small cohort that still holds every kind of case: abnormal spines, rescans, follow-ups, NIfTI.
 TEST_SPEC = synthesize.CohortSpec(

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from analysis import associations, bias_correction, spine_age_gap
-from data_prep import synthesize
+from data_prep.phantom import synthesize
 
 
 def _regressed_to_the_mean(n=400, seed=0):

@@ -17,7 +17,8 @@ import pydicom.data
 import pytest
 
 from configs import records as records_config
-from data_prep import build_records, pseudonym, spine_labels, splits
+from data_prep.cohort import pseudonym, spine_labels
+from data_prep.records import build_records, splits
 from spinejax import records
 from spinejax.errors import InputError
 from tests import dicom_reference as ref

@@ -46,7 +46,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from data_prep import synthesize
+from data_prep.phantom import synthesize
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "deid-secret-9f4c1e7a2b6d8035c4e1f9a7b2d6c8035e1a"  # distinctive, so a leak of it is found
@@ -450,7 +450,7 @@ def _unprivileged(home: Path) -> tuple[list[str], dict, dict] | str:
     if os.geteuid() != 0:
         return "not root: cannot switch to nobody"
     as_nobody = {"user": "nobody", "group": "nogroup", "extra_groups": []}
-    probe = ["-c", "import data_prep.build_records"]
+    probe = ["-c", "import data_prep.records.build_records"]
     env = _clean_env(home)
     try:
         subprocess.run([sys.executable, *probe], cwd=REPO, env=env, capture_output=True, check=True, timeout=120,
@@ -733,7 +733,7 @@ def test_the_planted_inputs_were_exercised(world, user):
     broken rows rejections, and only the unprivileged user met a permission error."""
     import pandas as pd
 
-    from data_prep import pseudonym
+    from data_prep.cohort import pseudonym
 
     run = _run(world, user)
     secret = SECRET.encode()

@@ -17,7 +17,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 
-from data_prep import canonical, dicom_series
+from data_prep.cohort import canonical, dicom_series
 from data_prep.phantom import acquisition, writers
 from tests import dicom_reference as ref
 

@@ -11,7 +11,8 @@ import pytest
 
 from analysis import ablation, eligibility_truth, gradcam, report
 from configs import eligibility as eligibility_config
-from data_prep import eligibility, spine_labels
+from data_prep.cohort import spine_labels
+from data_prep.normal import eligibility
 from spinejax import evaluate
 
 

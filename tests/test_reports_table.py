@@ -1,10 +1,10 @@
-"""data_prep.reports_table: spreadsheet exports as sites make them, read row by row with the right line numbers."""
+"""data_prep.cohort.reports_table: spreadsheet exports as sites make them, read row by row with the right line numbers."""
 
 from __future__ import annotations
 
 import pytest
 
-from data_prep import reports_table
+from data_prep.cohort import reports_table
 from spinejax.errors import InputError
 
 

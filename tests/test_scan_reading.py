@@ -11,7 +11,7 @@ import pydicom
 import pydicom.data
 import pytest
 
-from data_prep import canonical, dicom_series
+from data_prep.cohort import canonical, dicom_series
 from data_prep.phantom import acquisition, writers
 
 WHO = writers.Identity("DOE^JANE", "MRN1", "19700101", "F", 50, "A1", "20200101", writers.make_uid("st"),

@@ -16,8 +16,8 @@ import pydicom
 import pytest
 from scipy import stats
 
-from data_prep import spine_labels, synthesize
-from data_prep.phantom import acquisition, anatomy, findings, render, writers
+from data_prep.cohort import spine_labels
+from data_prep.phantom import acquisition, anatomy, findings, render, synthesize, writers
 from spinejax.errors import InputError
 from tests import dicom_reference as ref
 from tests import processes

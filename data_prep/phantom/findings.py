@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from data_prep import spine_labels
+from data_prep.cohort import spine_labels
 from data_prep.phantom.anatomy import Spine
 
 # condition -> (what is measured, [mild, moderate, severe] lower thresholds, levels)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from data_prep import spine_labels
+from data_prep.cohort import spine_labels
 from data_prep.phantom.acquisition import Acquisition
 from data_prep.phantom.anatomy import CONUS_LEVEL, N_LEVELS, Spine
 

@@ -24,9 +24,9 @@ import json
 import numpy as np
 from scipy import ndimage
 
-from data_prep import spine_labels
-from data_prep.canonical import Volume
-from data_prep.refusal import Refusal
+from data_prep.cohort import spine_labels
+from data_prep.cohort.canonical import Volume
+from data_prep.cohort.refusal import Refusal
 
 REGIONS = ("whole", "cervical", "thoracic", "lumbar")
 _SPINE_STRUCTURES = tuple(sorted(set(spine_labels.LABELS.values())))
@@ -65,7 +65,7 @@ class Plan:
 
 
 class RegionError(Refusal):
-    """The label map lacks what a region needs (code and message: data_prep.refusal)."""
+    """The label map lacks what a region needs (code and message: data_prep.cohort.refusal)."""
 
 
 def region_levels(region: str) -> tuple[str, ...]:

@@ -1,6 +1,6 @@
 """Times the eligibility step at the paper's scale (17,394 people, about 18,000 series) on this machine.
 
-    python -m data_prep.eligibility_benchmark [--subjects=17394] [--work=DIR]
+    python -m data_prep.normal.benchmark [--subjects=17394] [--work=DIR]
 
 Writes a reports-only synthetic cohort (no images) and prints seconds per stage: reading and features,
 UMAP, HDBSCAN, the threshold rule, and the whole CLI step with its files and pictures.
@@ -16,7 +16,8 @@ import numpy as np
 from absl import app, flags
 
 from configs import eligibility as eligibility_config
-from data_prep import eligibility, normal_spines, synthesize
+from data_prep.normal import eligibility, normal_spines
+from data_prep.phantom import synthesize
 
 FLAGS = flags.FLAGS
 def define_flags() -> None:

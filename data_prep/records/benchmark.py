@@ -1,6 +1,6 @@
 """Times build_records' stages on a cohort, and how fast a reader gets records back from the shards.
 
-    python -m data_prep.records_benchmark --input=COHORT_DIR [--records=RECORDS_DIR] [--series=60]
+    python -m data_prep.records.benchmark --input=COHORT_DIR [--records=RECORDS_DIR] [--series=60]
 
 Prints series per second (one core) for reading (DICOM or NIfTI to the canonical frame, with the mask) and
 for the whole per-series function (reading, checks, four region crops, encoding), and records per second
@@ -18,7 +18,8 @@ import pandas as pd
 from absl import app, flags
 
 from configs import records as records_config
-from data_prep import build_records, canonical
+from data_prep.cohort import canonical
+from data_prep.records import build_records
 from spinejax import records
 
 FLAGS = flags.FLAGS

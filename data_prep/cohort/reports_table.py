@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data_prep import pathology_features, spine_labels
+from data_prep.cohort import pathology_features, spine_labels
 from spinejax.errors import InputError
 
 REQUIRED = ("series_id", "subject_id", "age")

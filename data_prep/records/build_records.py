@@ -1,0 +1,488 @@
+"""A cohort folder to de-identified, region-cropped ArrayRecord shards.
+
+    python -m data_prep.build_records --input=COHORT_DIR --out=RECORDS_DIR [--config=configs/records.py]
+        [--secret_file=PATH]
+
+Inputs: every DICOM series under COHORT_DIR/dicom (data_prep.dicom_series: classic and Enhanced MR, any
+nesting) and every NIfTI scan under COHORT_DIR/nifti (`.nii` or `.nii.gz`, any letter case, subfolders
+allowed; the series id is the file name without its extension), each with its mask
+COHORT_DIR/masks/<series id>.nii[.gz] and its row of COHORT_DIR/reports.csv (data_prep.cohort.reports_table).
+Each input becomes records (one per region) or one failure row with a reason code; a region that cannot be
+cut (a lumbar-only scan has no whole spine) is a failure row of its own. The codes are listed in
+docs/ingestion.md. The same series reachable twice (DICOM and its NIfTI, `X.nii` and `X.nii.gz`)
+gives one set of records; so does the same voxel data under two ids.
+
+Outputs in RECORDS_DIR (data_prep.output_folder: written whole, never over the user's files, one run at a time):
+    <region>/<split>-NNNNN-of-MMMMM.array_record   records (spinejax.records), group_size:1
+    index.csv        one row per record: keys, split, region, age, sex, site, levels_missing, cropped, shard, position
+    failures.csv     one row per input, file or region not made into records: input_key, kind, region, code, reason
+    rejections.csv   one row per reports.csv row not used: line, series_key, code, column, reason
+    reports.csv      the used rows keyed by series, declared columns only (for the analysis)
+    manifest.json    plan, counts (inputs = processed + failed; rows = used + rejected), fingerprints, versions
+    qc_<region>.png  mid-sagittal slices of random records with the mask outline
+De-identification: outputs hold keyed hashes, numbers, spinejax's own words and declared categories only;
+no name, id, date, accession number, UID, path, header value, cell text or exception text.
+Freshness: the output is up to date only when every input file (size and modification time), mask, reports
+row, the plan and config, the secret (by a keyed fingerprint) and the code's version are unchanged;
+otherwise everything is rebuilt, and the run says so. Work is cached per input (under a key of all of
+these) in RECORDS_DIR.partial/, so a killed run, started again, redoes only unfinished inputs; the bytes
+do not depend on the worker count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import re
+from collections import Counter
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+import pandas as pd
+from array_record.python.array_record_module import ArrayRecordWriter
+
+from data_prep import output_folder, parallel
+from data_prep.cohort import canonical, dicom_series, pseudonym, reports_table, walk
+from data_prep.cohort.refusal import Refusal
+from data_prep.records import preprocess, splits
+from spinejax import records
+from spinejax.errors import DEBUG_ENV, InputError
+
+BUILD_VERSION = 3  # what a record holds for the same input and plan; bump when that changes
+LIBRARIES = ("numpy", "scipy", "pydicom", "nibabel", "array-record", "pylibjpeg", "pylibjpeg-libjpeg",
+             "pylibjpeg-openjpeg", "pylibjpeg-rle")
+_NIFTI = re.compile(r"^(?P<stem>.+)\.nii(\.gz)?$", re.IGNORECASE)
+INTERNAL = ("internal_error", "an unexpected error in spinejax (a bug, or out of memory): rerun with "
+            "SPINEJAX_DEBUG=1 to see it")
+TRANSIENT = ("internal_error", "io_error")  # codes that may not recur: a folder holding them is never up to date
+
+
+def plan_from(config: ml_collections.ConfigDict) -> preprocess.Plan:
+    return preprocess.Plan(
+        spacing_mm=tuple(config.spacing_mm), grids=tuple((r, tuple(config.grids[r])) for r in config.regions),
+        mask_dilation_mm=config.mask_dilation_mm, clip_percentiles=tuple(config.clip_percentiles),
+        crop_margin_mm=config.crop_margin_mm, min_slices=int(config.min_slices),
+        max_missing_level_share=float(config.max_missing_level_share))
+
+
+def read_reports(cohort: Path, config: ml_collections.ConfigDict) -> reports_table.ReportsTable:
+    return reports_table.read(cohort / "reports.csv", declared=config.report_columns.to_dict(),
+                              conditions=tuple(config.pathology_conditions),
+                              age_range_years=tuple(config.age_range_years),
+                              site_codes=config.site_codes.to_dict() or None)
+
+
+def _nifti_files(folder: Path) -> tuple[dict[str, list[Path]], list[Path]]:
+    """(series id -> NIfTI files under `folder`, in path order; other files and unlistable folders)."""
+    found = {}
+    paths, other = walk.files_under(folder)
+    for path in paths:
+        match = _NIFTI.match(path.name)
+        if match:
+            found.setdefault(match.group("stem"), []).append(path)
+        else:
+            other.append(path)
+    return found, other
+
+
+def _failure(kind: str, where: str, code: str, message: str, series_id: str = "", region: str = "") -> dict:
+    return {"kind": kind, "where": where, "series_id": series_id, "region": region, "code": code,
+            "message": message}
+
+
+def list_inputs(cohort: Path, config: ml_collections.ConfigDict) -> tuple[list[dict], list[dict]]:
+    """(inputs to process, failures found while listing), both in a fixed order.
+
+    An input: kind ('dicom' or 'nifti'), series_id, where (relative path), files, mask (path, None when
+    absent, 'ambiguous' when two masks share the id) and, for DICOM, the SeriesFiles."""
+    failures, candidates = [], []
+    dicom_root = cohort / "dicom"
+    if dicom_root.is_dir():
+        found, bad_files = dicom_series.find_series(dicom_root, config.max_oblique_deg)
+        for f in bad_files:
+            failures.append(_failure("file", str(f.path.relative_to(cohort)), f.code, f.message))
+        for series in found:
+            where = str(series.files[0].parent.relative_to(cohort))
+            if series.part > 0:
+                failures.append(_failure(
+                    "dicom", where, "other_part", f"{len(series.slices)} slice(s) of another orientation or matrix "
+                    "sharing the SeriesInstanceUID of a series (a localizer?): split off", series.series_uid))
+                continue
+            candidates.append({"kind": "dicom", "series_id": series.series_uid, "where": where,
+                               "files": [str(p) for p in series.files], "series": series})
+    scans, others = _nifti_files(cohort / "nifti")
+    for path in others:
+        code, message = (("unreadable_file", "a folder that cannot be listed (permission denied)") if path.is_dir()
+                         else ("not_nifti", "not a NIfTI file (.nii or .nii.gz) in nifti/"))
+        failures.append(_failure("file", str(path.relative_to(cohort)), code, message))
+    for series_id, paths in scans.items():
+        for path in sorted(paths, key=lambda p: (not p.name.lower().endswith(".gz"), str(p))):
+            candidates.append({"kind": "nifti", "series_id": series_id, "where": str(path.relative_to(cohort)),
+                               "files": [str(path)]})
+    masks, _ = _nifti_files(cohort / "masks")  # a mask that cannot be found is 'no_mask' for its series
+    inputs, taken = [], set()
+    preference = lambda c: (c["kind"] != "dicom", c["series_id"], not c["where"].lower().endswith(".gz"), c["where"])
+    for item in sorted(candidates, key=preference):
+        if item["series_id"] in taken:
+            failures.append(_failure(item["kind"], item["where"], "duplicate_series", "the same series id as "
+                                     "another input (DICOM is kept before NIfTI, .nii.gz before .nii)",
+                                     item["series_id"]))
+            continue
+        taken.add(item["series_id"])
+        paths = masks.get(item["series_id"], [])
+        item["mask"] = str(paths[0]) if len(paths) == 1 else ("ambiguous" if paths else None)
+        inputs.append(item)
+    return inputs, failures
+
+
+def _stat(path: str) -> list:
+    """What says a file changed: size, modification and status-change times (a `cp -p` of a corrected file
+    keeps size and mtime, not ctime). A file gone since listing keys as absent; reading it then fails."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return [path, None]
+    return [path, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
+
+
+def input_key(item: dict, report: dict | None, stamp: str, secret: bytes) -> str:
+    """Keyed hash of everything one input's result depends on: its files and mask (size and modification
+    time), its reports row, and the run's stamp (plan, config, code version, secret fingerprint)."""
+    files = [_stat(f) for f in item["files"]]
+    mask = _stat(item["mask"]) if item["mask"] not in (None, "ambiguous") else item["mask"]
+    text = json.dumps([stamp, item["kind"], item["series_id"], files, mask, report], sort_keys=True, default=str)
+    return pseudonym.keyed_hash(text, secret, "input-content")
+
+
+def _refused(error: Refusal, region: str = "", mask: bool = False) -> dict:
+    if mask and error.code not in ("mask_not_labels",):
+        return {"region": region, "code": "unreadable_mask", "message": f"mask: {error.message}"}
+    return {"region": region, "code": error.code, "message": error.message}
+
+
+def load_scan(item: dict) -> canonical.Volume:
+    """The scan of one listed input, not yet canonical. Raises Refusal."""
+    if item["kind"] == "dicom":
+        return dicom_series.load_series(item["series"])
+    return canonical.load_nifti(item["files"][0])
+
+
+def process_input(item: dict, report: dict, plan: preprocess.Plan, config: ml_collections.ConfigDict,
+                  secret: bytes) -> dict:
+    """One input to its records or failures: {'records': [...], 'failures': [...], 'native_spacing_mm',
+    'content_sha256' (of the canonical voxels, to find the same scan under two ids)}. Pure apart from
+    reading the input's files; every refusal is a failure with a code, never an exception."""
+    def failed(code: str, message: str) -> dict:
+        return {"records": [], "failures": [{"region": "", "code": code, "message": message}]}
+
+    if item["kind"] == "dicom" and not dicom_series.is_sagittal(item["series"].orientation, config.max_oblique_deg):
+        return failed("not_sagittal", f"the slice normal is more than {config.max_oblique_deg:g} degrees from "
+                                      "left-right: not a sagittal series")
+    try:
+        scan = canonical.to_canonical(load_scan(item))
+    except Refusal as error:
+        return {"records": [], "failures": [_refused(error)]}
+    if scan.data.shape[0] < plan.min_slices:
+        return failed("too_few_slices", f"{scan.data.shape[0]} sagittal slice(s); the plan needs at least "
+                                        f"{plan.min_slices} to cover the spine from side to side")
+    if float(scan.data.max()) == float(scan.data.min()):
+        return failed("constant_image", "every voxel has the same value (a blank image or RescaleSlope 0)")
+    if item["mask"] is None:
+        return failed("no_mask", "no mask masks/<series id>.nii.gz for this series")
+    if item["mask"] == "ambiguous":
+        return failed("ambiguous_mask", "two masks for this series id (.nii and .nii.gz, or in two folders)")
+    try:
+        labels = canonical.to_canonical(canonical.load_nifti(item["mask"], is_label=True))
+    except Refusal as error:
+        return {"records": [], "failures": [_refused(error, mask=True)]}
+    if scan.data.shape != labels.data.shape or not np.allclose(scan.affine_lps, labels.affine_lps, atol=0.1):
+        offset = float(np.abs(scan.affine_lps - labels.affine_lps).max()) if scan.data.shape == labels.data.shape else 0
+        return failed("mask_grid", f"mask grid {labels.data.shape} does not match the scan's {scan.data.shape}"
+                                   + (f" (position or spacing differ by up to {offset:.2f} mm)" if offset else ""))
+
+    subject_key = pseudonym.subject_key(report["subject_id"], secret)
+    series_key = pseudonym.series_key(item["series_id"], secret)
+    split = report["split"]
+    out = {"records": [], "failures": [], "native_spacing_mm": [float(v) for v in scan.spacing],
+           "content_sha256": hashlib.sha256(scan.data.tobytes()).hexdigest()}
+    try:
+        resampled = preprocess.resample(scan, labels, plan)
+    except Refusal as error:
+        return {"records": [], "failures": [_refused(error)]}
+    present_labels = set(np.flatnonzero(np.bincount(labels.data.ravel().clip(0, 65535))).tolist())
+    for region in config.regions:
+        try:
+            levels = preprocess.coverage(present_labels, plan, region)
+            arrays = preprocess.cut_region(*resampled, plan, region)
+        except Refusal as error:
+            out["failures"].append(_refused(error, region))
+            continue
+        fields = {**arrays, "schema_version": records.SCHEMA_VERSION, "plan_hash": plan.fingerprint(),
+                  "subject_key": subject_key, "series_key": series_key, "split": split, "region": region,
+                  "age": float(report["age"]), "sex": report["sex"], "site": report["site"],
+                  "levels_present": ",".join(levels)}
+        out["records"].append({"region": region, "split": split, "series_key": series_key,
+                               "levels_missing": len(preprocess.region_levels(region)) - len(levels),
+                               "extent_mm": preprocess.region_extent_mm(resampled[1], plan, region),
+                               "bytes": records.encode(fields)})
+    return out
+
+
+def _cache_path(partial: Path, key: str) -> Path:
+    return partial / ".cache" / f"{key}.npz"
+
+
+def _worker(args) -> str:
+    """Processes one input into its cache file (kept when already there); returns its key."""
+    key, item, report, plan, config, secret, partial = args
+    path = _cache_path(Path(partial), key)
+    if path.exists():
+        return key
+    try:
+        result = process_input(item, report, plan, config, secret)
+    except Exception:  # noqa: BLE001 - a bug must not lose the batch; SPINEJAX_DEBUG shows it
+        if os.environ.get(DEBUG_ENV):
+            raise
+        result = {"records": [], "failures": [{"region": "", "code": INTERNAL[0], "message": INTERNAL[1]}]}
+    blobs = {f"r{n}": np.frombuffer(r["bytes"], np.uint8) for n, r in enumerate(result["records"])}
+    meta = json.dumps({"records": [{k: v for k, v in r.items() if k != "bytes"} for r in result["records"]],
+                       **{k: v for k, v in result.items() if k != "records"}})
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
+    np.savez(tmp, meta=np.frombuffer(meta.encode(), np.uint8), **blobs)  # arrays only: no pickle
+    os.replace(tmp, path)
+    return key
+
+
+def site_code(site: str, secret: bytes, declared: bool) -> str:
+    """A site as it may appear in outputs: its declared code, else a keyed code ('' when unknown)."""
+    if declared or not site:
+        return site
+    return "site-" + pseudonym.keyed_hash(site, secret, "site")[:8]
+
+
+def usable_rows(table: reports_table.ReportsTable, secret: bytes, config: ml_collections.ConfigDict
+                ) -> dict[str, dict]:
+    """series id -> the row as the records carry it: site coded, and its subject's split (data_prep.splits)."""
+    rows = table.rows.drop(columns=["line"]).to_dict("index")
+    subjects = {}
+    for row in rows.values():
+        key = pseudonym.subject_key(row["subject_id"], secret)
+        subjects.setdefault(row["subject_id"], (key, set()))[1].add(row["site"])  # as written: test_sites' terms
+        row["site"] = site_code(row["site"], secret, table.site_declared)
+    test_sites = tuple(config.test_sites)
+    mixed = sum(1 for _, sites in subjects.values() if len(sites & set(test_sites)) and len(sites - set(test_sites)))
+    if mixed:
+        raise InputError(f"{mixed} subject(s) have series at a held-out test site and at another site: they would "
+                         "be in two splits; give a split file instead")
+    split = splits.assign({s: (key, next(iter(sites))) for s, (key, sites) in subjects.items()},
+                          tuple(config.split_fractions), config.split_file, test_sites)
+    for row in rows.values():
+        row["split"] = split[row["subject_id"]]
+    return rows
+
+
+def build(cohort: Path, out: Path, config: ml_collections.ConfigDict, secret: bytes, progress: bool = True) -> dict:
+    """The whole step (module docstring); returns the manifest, plus console-only `outcomes` and
+    `rejections` (with paths and raw ids: never written) and `announce` (what the run decided)."""
+    cohort, out = Path(cohort), Path(out)
+    pseudonym.check_secret(secret)
+    if not cohort.is_dir():
+        raise InputError(f"{cohort}: no such cohort folder")
+    with output_folder.OutputFolder(out, "records") as folder:
+        table = read_reports(cohort, config)
+        rows = usable_rows(table, secret, config)
+        inputs, listed_failures = list_inputs(cohort, config)
+        plan = plan_from(config)
+        config_json = {k: v for k, v in json.loads(config.to_json()).items() if k != "workers"}
+        # Raw site names and paths are the user's (a hospital's name): they shape the stamp, outputs get codes.
+        libraries = {name: importlib.metadata.version(name) for name in LIBRARIES}  # a decoder upgrade rebuilds
+        stamp = {"config": config_json, "plan": plan.fingerprint(), "build_version": BUILD_VERSION,
+                 "schema_version": records.SCHEMA_VERSION, "secret": pseudonym.secret_fingerprint(secret),
+                 "libraries": libraries}
+        stamp_text = json.dumps(stamp, sort_keys=True)
+        keys = [input_key(item, rows.get(item["series_id"]), stamp_text, secret) for item in inputs]
+        fingerprint = pseudonym.keyed_hash(json.dumps(
+            [stamp_text, keys, [(f["where"], f["code"]) for f in listed_failures],
+             [(r.line, r.code) for r in table.rejected], table.sha256]), secret, "build")
+        previous = out / "manifest.json"
+        if previous.is_file():
+            done = json.loads(previous.read_text())
+            if done.get("build_fingerprint") == fingerprint:
+                return {**done, "skipped": True, "outcomes": [], "rejections": [], "ignored_columns": [],
+                        "announce": ""}
+        announce = ("inputs, reports, plan, secret or code changed since the last build: rebuilding all records"
+                    if previous.is_file() else "")
+        resumed = folder.start({"stamp": pseudonym.keyed_hash(stamp_text, secret, "stamp")})
+        (folder.partial / ".cache").mkdir(exist_ok=True)
+        todo = [(key, item, rows[item["series_id"]], plan, config, secret, str(folder.partial))
+                for key, item in zip(keys, inputs) if item["series_id"] in rows]
+        list(parallel.map_jobs(_worker, todo, config.workers, desc="series", progress=progress))
+        manifest, outcomes = _assemble(folder.partial, inputs, keys, listed_failures, table, rows, plan, config,
+                                       secret)
+        if any(o["code"] in TRANSIENT for o in outcomes):  # never up to date: the next run tries them again
+            fingerprint += "-retry"
+        codes_only = {**config_json, "site_codes": sorted(set(map(str, config.site_codes.values()))),
+                      "test_sites": [site_code(v, secret, table.site_declared) for v in config.test_sites],
+                      "split_file": bool(config.split_file)}  # the site's names and paths stay out
+        manifest.update({"config": codes_only, "build_fingerprint": fingerprint, "build_version": BUILD_VERSION,
+                         "secret_fingerprint": stamp["secret"],
+                         "reports_key": pseudonym.keyed_hash(table.sha256, secret, "reports"), "libraries": libraries})
+        (folder.partial / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        for path in (folder.partial / ".cache").iterdir():
+            path.unlink()
+        (folder.partial / ".cache").rmdir()
+        folder.commit()
+    rejections = [{"line": r.line, "series_id": r.series_id, "code": r.code, "column": r.column}
+                  for r in table.rejected]
+    return {**manifest, "skipped": False, "outcomes": outcomes, "rejections": rejections,
+            "ignored_columns": table.ignored_columns,
+            "announce": announce + (" (resumed an interrupted run)" if resumed else "")}
+
+
+def _assemble(partial: Path, inputs: list[dict], keys: list[str], listed_failures: list[dict],
+              table: reports_table.ReportsTable, rows: dict, plan: preprocess.Plan,
+              config: ml_collections.ConfigDict, secret: bytes) -> tuple[dict, list[dict]]:
+    """Shards, index.csv, failures.csv, rejections.csv, reports.csv and the manifest's counts from the cache,
+    in input order (the same bytes whatever the workers). Returns (manifest, console-only outcomes)."""
+    rejected_ids = {r.series_id for r in table.rejected if r.series_id}
+    writers, counts_per_shard, index_rows, outcomes = {}, {}, [], list(listed_failures)
+    native_spacing, extents, seen_content, kept = [], {r: [] for r in config.regions}, set(), []
+    processed, failed_inputs = 0, len(listed_failures)  # each counted from its own outcome
+    for key, item in zip(keys, inputs):
+        if item["series_id"] not in rows:
+            failed_inputs += 1
+            code = "report_row_rejected" if item["series_id"] in rejected_ids else "no_report_row"
+            message = ("its reports.csv row was rejected (rejections.csv says why)" if code == "report_row_rejected"
+                       else "no row for this series in reports.csv")
+            outcomes.append(_failure(item["kind"], item["where"], code, message, item["series_id"]))
+            continue
+        cached = np.load(_cache_path(partial, key))
+        meta = json.loads(cached["meta"].tobytes())
+        if meta["records"] and meta["content_sha256"] in seen_content:
+            outcomes.append(_failure(item["kind"], item["where"], "duplicate_scan", "the same voxel data as another "
+                                     "input already made into records", item["series_id"]))
+            failed_inputs += 1
+            continue
+        for failure in meta["failures"]:
+            outcomes.append(_failure(item["kind"], item["where"], failure["code"], failure["message"],
+                                     item["series_id"], failure["region"]))
+        if not meta["records"]:
+            failed_inputs += 1
+            continue
+        seen_content.add(meta["content_sha256"])
+        processed += 1
+        report = rows[item["series_id"]]
+        native_spacing.append(meta["native_spacing_mm"])
+        kept.append((report, meta["records"][0]["series_key"], meta["records"][0]["split"]))
+        for m, record in enumerate(meta["records"]):
+            shard = int(record["series_key"][:8], 16) % config.shards_per_split
+            where = (record["region"], record["split"], shard)
+            if where not in writers:
+                (partial / record["region"]).mkdir(exist_ok=True)
+                name = f"{record['split']}-{shard:05d}-of-{config.shards_per_split:05d}.array_record"
+                writers[where] = (ArrayRecordWriter(str(partial / record["region"] / name), "group_size:1"), name)
+                counts_per_shard[where] = 0
+            writers[where][0].write(cached[f"r{m}"].tobytes())
+            capacity = np.asarray(plan.grid(record["region"])) * np.asarray(plan.spacing_mm)
+            extents[record["region"]].append(record["extent_mm"])
+            index_rows.append({
+                "series_key": record["series_key"], "subject_key": pseudonym.subject_key(report["subject_id"], secret),
+                "split": record["split"], "region": record["region"], "age": report["age"], "sex": report["sex"],
+                "site": report["site"], "levels_missing": record["levels_missing"],
+                "cropped": bool((np.asarray(record["extent_mm"]) > capacity).any()),
+                "shard": f"{record['region']}/{writers[where][1]}", "position": counts_per_shard[where]})
+            counts_per_shard[where] += 1
+    for writer, _ in writers.values():
+        writer.close()
+
+    index = pd.DataFrame(index_rows, columns=["series_key", "subject_key", "split", "region", "age", "sex", "site",
+                                              "levels_missing", "cropped", "shard", "position"])
+    index.to_csv(partial / "index.csv", index=False)
+    failures = pd.DataFrame([{"input_key": pseudonym.keyed_hash(f"{o['where']}|{o['series_id']}", secret, "input"),
+                              "kind": o["kind"], "region": o["region"], "code": o["code"], "reason": o["message"]}
+                             for o in outcomes], columns=["input_key", "kind", "region", "code", "reason"])
+    failures.to_csv(partial / "failures.csv", index=False)
+    pd.DataFrame([{"line": r.line, "series_key": pseudonym.series_key(r.series_id, secret) if r.series_id else "",
+                   "code": r.code, "column": r.column, "reason": r.message} for r in table.rejected],
+                 columns=["line", "series_key", "code", "column", "reason"]).to_csv(partial / "rejections.csv",
+                                                                                   index=False)
+    _export_reports(partial / "reports.csv", kept, table, secret)
+    _qc_pictures(partial, index, plan)
+
+    # Inputs: listed series and NIfTI files, plus files and split-off parts that joined no series.
+    n_inputs = len(inputs) + len(listed_failures)
+    if processed + failed_inputs != n_inputs:
+        raise AssertionError(f"counts do not add up: {n_inputs} inputs, {processed} processed, {failed_inputs} failed")
+    data_fingerprint = _data_fingerprint(native_spacing, extents, plan)
+    warnings = [f"{r}: the plan's grid crops the anatomy of {v['cropped_share']:.0%} of records (more than "
+                f"{config.max_cropped_share:.0%}); enlarge the grid in the records config"
+                for r, v in data_fingerprint["regions"].items() if v["cropped_share"] > config.max_cropped_share]
+    manifest = {
+        "schema_version": records.SCHEMA_VERSION, "plan": plan.to_json(), "plan_hash": plan.fingerprint(),
+        "counts": {"inputs": n_inputs, "processed": processed, "failed": failed_inputs, "records": len(index),
+                   "region_failures": int((failures["region"] != "").sum()),
+                   "rows": table.n_rows, "rows_used": table.n_rows - len(table.rejected),
+                   "rows_rejected": len(table.rejected), "ignored_columns": len(table.ignored_columns),
+                   "by_code": dict(sorted(Counter(failures["code"]).items())),
+                   "rejections_by_code": dict(sorted(Counter(r.code for r in table.rejected).items())),
+                   "records_by_region_split": {f"{r}/{s}": int(c) for (r, s), c in
+                                               index.groupby(["region", "split"]).size().items()}},
+        "shapes": {r: list(plan.grid(r)) for r in config.regions},
+        "data_fingerprint": data_fingerprint, "warnings": warnings,
+    }
+    return manifest, outcomes
+
+
+def _data_fingerprint(native_spacing: list, extents: dict, plan: preprocess.Plan) -> dict:
+    """What the data look like against the plan (nnU-Net's fingerprint): native spacing, and per region
+    the 95th percentile of its extent and the share of records whose anatomy the grid had to crop."""
+    out = {"native_spacing_mm_median": np.median(native_spacing, axis=0).round(3).tolist()
+           if native_spacing else None, "regions": {}}
+    for region, sizes in extents.items():
+        if not sizes:
+            continue
+        sizes = np.asarray(sizes)
+        capacity = np.asarray(plan.grid(region)) * np.asarray(plan.spacing_mm)
+        out["regions"][region] = {"extent_mm_p95": np.percentile(sizes, 95, axis=0).round(1).tolist(),
+                                  "grid_mm": capacity.round(1).tolist(),
+                                  "cropped_share": float((sizes > capacity).any(axis=1).mean())}
+    return out
+
+
+def _export_reports(path: Path, kept: list, table: reports_table.ReportsTable, secret: bytes) -> None:
+    """reports.csv keyed by series: age, sex, coded site, the declared columns and the pathology grades."""
+    declared, pathology = table.declared_columns, table.pathology_columns
+    rows = [{"series_key": key, "subject_key": pseudonym.subject_key(report["subject_id"], secret),
+             "split": split, "age": report["age"], "sex": report["sex"], "site": report["site"],
+             **{c: report[c] for c in declared + pathology}} for report, key, split in kept]
+    pd.DataFrame(rows, columns=["series_key", "subject_key", "split", "age", "sex", "site", *declared, *pathology]
+                 ).to_csv(path, index=False)
+
+
+def _qc_pictures(out: Path, index: pd.DataFrame, plan: preprocess.Plan, n: int = 12) -> None:
+    """qc_<region>.png: mid-sagittal slices of up to `n` records with the mask outline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from array_record.python.array_record_module import ArrayRecordReader
+
+    rng = np.random.default_rng(0)
+    for region, rows in index.groupby("region"):
+        chosen = rows.iloc[np.sort(rng.choice(len(rows), size=min(n, len(rows)), replace=False))]
+        fig, axes = plt.subplots(1, len(chosen), figsize=(1.6 * len(chosen), 5), squeeze=False)
+        for ax, row in zip(axes[0], chosen.itertuples()):
+            reader = ArrayRecordReader(str(out / row.shard))
+            fields = records.decode(reader.read([row.position])[0])
+            reader.close()
+            mid = fields["volume"].shape[0] // 2
+            ax.imshow(fields["volume"][mid].astype(np.float32), cmap="gray")
+            ax.contour(fields["mask"][mid], [0.5], colors="red", linewidths=0.4)
+            ax.set_title(f"{row.split}\n{row.age:.0f} y", fontsize=7)
+            ax.set_axis_off()
+        fig.suptitle(f"{region}: mid-sagittal slices, spine mask in red (plan {plan.fingerprint()})", fontsize=8)
+        fig.savefig(out / f"qc_{region}.png", dpi=90)
+        plt.close(fig)
