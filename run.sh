@@ -28,10 +28,12 @@ setup() {
     "${PYTHON:-python3}" -m venv .venv
   fi
   local stamp=.venv/.requirements.sha256 want
-  want=$(sha256sum requirements.txt | cut -d' ' -f1)
+  want=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
   if [ "$(cat "${stamp}" 2>/dev/null || true)" != "${want}" ]; then
     "${PY}" -m pip install --quiet --upgrade pip
     "${PY}" -m pip install --quiet -r requirements.txt
+    # spinejax itself, editable: its commands then run from any directory with .venv/bin/python
+    "${PY}" -m pip install --quiet --no-deps -e .
     echo "${want}" > "${stamp}"
   else
     echo "requirements.txt unchanged since the last install; nothing to install"

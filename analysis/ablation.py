@@ -40,9 +40,6 @@ SETTINGS = (
     ("region_thoracic", "region", "configs/region_thoracic.py", ""),
     ("region_lumbar", "region", "configs/region_lumbar.py", ""),
 )
-PLANTED = ("smoking", "physical_work")
-
-
 def workdir_of(run_dir: Path, setting: str) -> Path:
     if setting == "baseline" and (run_dir / "train" / "summary.json").is_file():
         return run_dir / "train"  # the default run is the baseline: same config, no need to train it twice
@@ -82,15 +79,24 @@ def summarise(run_dir: Path, setting: str, axis: str) -> dict:
     run = json.loads((workdir / "run.json").read_text())
     accuracy = pd.read_csv(workdir / "analysis" / "accuracy.csv").set_index(["split", "stage"])
     raw, corrected = accuracy.loc[("test", "uncorrected")], accuracy.loc[("test", "corrected")]
-    associations = pd.read_csv(workdir / "analysis" / "associations.csv").set_index("factor")
+    associations = pd.read_csv(workdir / "analysis" / "associations.csv").set_index("term")
     row = {"setting": setting, "axis": axis, "loss": config["loss"]["name"], "region": config["data"]["region"],
            "data_fraction": config["data"]["fraction"], "train_records": run["train_records"],
            "test_mae": raw["mae"], "test_r2": raw["r2"], "test_r": raw["pearson_r"],
            "gap_age_r_corrected": corrected["gap_age_r"], "test_n": int(raw["n"])}
-    for factor in PLANTED:
-        row[f"{factor}_years"] = associations.loc[factor, "effect_years"]
-        row[f"{factor}_q"] = associations.loc[factor, "q"]
+    for term in exposure_terms(workdir, associations):
+        row[f"{term}_years"] = associations.loc[term, "effect_years"]
+        row[f"{term}_q"] = associations.loc[term, "q"]
     return row
+
+
+def exposure_terms(workdir: Path, associations: pd.DataFrame) -> list[str]:
+    """The exposure terms a row shows: a synthetic cohort's planted (non-null) effects, else every exposure's."""
+    planted = workdir / "analysis" / "planted_vs_estimated.csv"
+    if planted.is_file():
+        table = pd.read_csv(planted)
+        return table.loc[table["planted_years"] != 0, "factor"].tolist()
+    return associations.index[associations["kind"] == "exposure"].tolist()
 
 
 def write_table(run_dir: Path, rows: list[dict]) -> pd.DataFrame:

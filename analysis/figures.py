@@ -70,22 +70,35 @@ def gap_vs_age(table: pd.DataFrame) -> bytes:
     return png(fig)
 
 
-def sag_by_factor(data: pd.DataFrame, factors: pd.DataFrame, names: list[str]) -> bytes:
-    """Box plots of SAG without and with each factor (conditions at any level, lifestyle)."""
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(names)), 4.5))
-    boxes, labels, positions = [], [], []
-    for i, name in enumerate(names):
-        present = factors[name]
-        for j, value in enumerate((0.0, 1.0)):
-            boxes.append(data.loc[present == value, "sag"].to_numpy())
-            positions.append(3 * i + j)
-        labels.append(name.replace("_", " "))
+def sag_by_factor(data: pd.DataFrame, factors: pd.DataFrame, names: list[str], exposures: dict) -> bytes:
+    """Box plots of SAG per group of each factor: without and with a condition or a yes/no exposure, each level
+    of a categorical exposure (numbers have no groups and are left out)."""
+    groups = []  # (factor, [(label, rows)])
+    for name in names:
+        spec = exposures.get(name, {"type": "yes_no"})
+        if spec["type"] == "categorical":
+            groups.append((name, [(level, factors[name] == level) for level in spec["levels"]]))
+        elif spec["type"] == "yes_no":
+            groups.append((name, [("no", factors[name] == 0.0), ("yes", factors[name] == 1.0)]))
+    width = sum(len(g) + 1 for _, g in groups)
+    fig, ax = plt.subplots(figsize=(max(6, 0.4 * width), 4.5))
+    boxes, positions, ticks, labels, colours = [], [], [], [], []
+    x = 0
+    for name, levels in groups:
+        for k, (label, rows) in enumerate(levels):
+            boxes.append(data.loc[rows.to_numpy(), "sag"].to_numpy())
+            positions.append(x)
+            ticks.append(x)
+            labels.append(f"{name.replace('_', ' ')}: {label}" if k == 0 else label)
+            colours.append("lightgrey" if k == 0 else "tab:orange")
+            x += 1
+        x += 1
     parts = ax.boxplot(boxes, positions=positions, widths=0.8, patch_artist=True, showfliers=False)
-    for k, patch in enumerate(parts["boxes"]):
-        patch.set_facecolor("lightgrey" if k % 2 == 0 else "tab:orange")
-    ax.set_xticks([3 * i + 0.5 for i in range(len(names))], labels, rotation=40, ha="right")
+    for patch, colour in zip(parts["boxes"], colours):
+        patch.set_facecolor(colour)
+    ax.set_xticks(ticks, labels, rotation=50, ha="right", fontsize=7)
     ax.axhline(0, color="k", lw=0.8)
-    ax.set(ylabel="SAG (years, corrected)", title="SAG without (grey) and with (orange) each factor")
+    ax.set(ylabel="SAG (years, corrected)", title="SAG by factor (grey: without, or the first level)")
     return png(fig)
 
 
@@ -97,10 +110,10 @@ def forest(associations: pd.DataFrame, planted: dict | None = None) -> bytes:
     for yi, (_, r) in zip(y, shown.iterrows()):
         ax.plot([r["ci_low"], r["ci_high"]], [yi, yi], color="tab:blue", lw=1.2)
         ax.plot(r["effect_years"], yi, "o", color="tab:blue", mfc="tab:blue" if r["significant"] else "white")
-        if planted and r["factor"] in planted:
-            ax.plot(planted[r["factor"]], yi, "x", color="tab:red", ms=8)
+        if planted and r["term"] in planted:
+            ax.plot(planted[r["term"]], yi, "x", color="tab:red", ms=8)
     ax.axvline(0, color="k", lw=0.8)
-    ax.set_yticks(y, [f"{f} (n={int(n)}/{int(t)})" for f, n, t in zip(shown["factor"], shown["n_with"], shown["n"])],
+    ax.set_yticks(y, [f"{f} (n={int(n)}/{int(t)})" for f, n, t in zip(shown["term"], shown["n_with"], shown["n"])],
                   fontsize=7)
     ax.set(xlabel="difference in SAG (years), 95% CI, HC3",
            title="SAG associations (filled: BH q < 0.05" + ("; x: planted effect)" if planted else ")"))

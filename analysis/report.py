@@ -4,13 +4,15 @@
         [--pooled] [--ground_truth=COHORT/ground_truth.json] [--eligibility_dir=DIR]
 
 Reads DIR/predictions/{validation,test}.csv (spinejax.evaluate) and the records' keyed reports table
-(RECORDS_DIR/reports.csv: lifestyle and pathology per series). Writes DIR/analysis/:
+(RECORDS_DIR/reports.csv: exposures, covariates and pathology per series, declared in
+RECORDS_DIR/cohort_schema.json). Writes DIR/analysis/:
     bias_correction.json   method and coefficients, fitted on validation subjects
     sag.csv                every validation and test record with raw and corrected age and SAG
     accuracy.csv           MAE, RMSE, R2, r and gap-age r per split, before and after correction
-    associations.csv       SAG ~ factor + age + age^2 + sex + site per factor (test subjects; validation
-                           and test pooled with --pooled): effect, 95% CI, HC3 p, BH q
-    planted_vs_estimated.csv  with --ground_truth (synthetic cohorts): planted lifestyle effects against
+    associations.csv       SAG ~ factor + age + age^2 + sex + site + covariates per condition and exposure
+                           (one row per level of a categorical exposure; test subjects, validation and
+                           test pooled with --pooled): effect, 95% CI, HC3 p, BH q
+    planted_vs_estimated.csv  with --ground_truth (synthetic cohorts): planted exposure effects against
                            the estimates
     report.html            all of it with the figures embedded (plus Grad-CAM and eligibility pictures
                            when DIR/gradcam/ and the eligibility folder hold them)
@@ -28,6 +30,7 @@ import pandas as pd
 from absl import app, flags
 
 from analysis import associations, figures, spine_age_gap
+from data_prep.cohort import schema as cohort_schema
 
 LIBRARIES = ("jax", "flax", "optax", "orbax-checkpoint", "grain", "numpy", "pandas", "statsmodels", "matplotlib")
 
@@ -49,7 +52,11 @@ def analyse(workdir, method: str = "linear", fit_on: str = "eligible", pooled: b
     reports_path = Path(config["data"]["records_dir"]) / "reports.csv"
     if not reports_path.is_file():
         raise FileNotFoundError(f"{reports_path}: the records' reports table is needed for the associations")
-    reports = pd.read_csv(reports_path, dtype={"series_key": str, "subject_key": str, "sex": str, "site": str},
+    declarations = cohort_schema.read_declarations(Path(config["data"]["records_dir"]) / "cohort_schema.json")
+    exposures, covariates = declarations["exposures"], declarations["covariates"]
+    text_columns = [n for n, s in {**exposures, **covariates}.items() if s["type"] == "categorical"]
+    reports = pd.read_csv(reports_path, dtype={"series_key": str, "subject_key": str, "sex": str, "site": str,
+                                               **dict.fromkeys(text_columns, str)},
                           keep_default_na=False, na_values=[""]).copy()  # copy: one block, not 220
     splits = ("validation", "test") if pooled else ("test",)
     subjects = associations.one_series_per_subject(table[table["split"].isin(splits)])
@@ -59,10 +66,8 @@ def analyse(workdir, method: str = "linear", fit_on: str = "eligible", pooled: b
     if missing:
         raise ValueError(f"{reports_path}: {missing} of {len(joined)} predicted series are not in the reports "
                          "table; were the predictions made from these records?")
-    lifestyle = [c for c in reports.columns if c not in ("series_key", "subject_key", "split", "age", "sex", "site")
-                 and "__" not in c]
-    factors = associations.factor_table(joined, lifestyle)
-    result = associations.associate(joined, factors, lifestyle)
+    factors = associations.factor_table(joined, exposures)
+    result = associations.associate(joined, factors, exposures, covariates)
     result.insert(0, "subjects", f"{'+'.join(splits)}")
     result.to_csv(out / "associations.csv", index=False)
     planted = None
@@ -70,7 +75,7 @@ def analyse(workdir, method: str = "linear", fit_on: str = "eligible", pooled: b
         planted = json.loads(Path(ground_truth).read_text())["planted_effects_years"]
         associations.against_planted(result, planted).to_csv(out / "planted_vs_estimated.csv", index=False)
     return {"coefficients": coefficients, "table": table, "accuracy": accuracy, "associations": result,
-            "joined": joined, "factors": factors, "lifestyle": lifestyle, "planted": planted, "splits": splits}
+            "joined": joined, "factors": factors, "exposures": exposures, "planted": planted, "splits": splits}
 
 
 def write_html(workdir, results: dict, eligibility_dir: str | None = None, figures_dir: str | None = None) -> Path:
@@ -82,7 +87,7 @@ def write_html(workdir, results: dict, eligibility_dir: str | None = None, figur
     any_level = [c for c in factors.columns if "@" not in c]
     drawn = {"predicted_vs_age": figures.predicted_vs_age(test, "test split"),
              "bland_altman": figures.bland_altman(test), "gap_vs_age": figures.gap_vs_age(test),
-             "sag_by_factor": figures.sag_by_factor(joined, factors, any_level),
+             "sag_by_factor": figures.sag_by_factor(joined, factors, any_level, results["exposures"]),
              "forest": figures.forest(results["associations"], results["planted"])}
     if figures_dir:
         Path(figures_dir).mkdir(parents=True, exist_ok=True)
@@ -96,13 +101,13 @@ def write_html(workdir, results: dict, eligibility_dir: str | None = None, figur
         ("Predicted against chronological age (test)", _img(drawn["predicted_vs_age"])),
         ("Bland-Altman (test)", _img(drawn["bland_altman"])),
         ("Gap against age, before and after correction (test)", _img(drawn["gap_vs_age"])),
-        ("SAG by condition and lifestyle (" + "+".join(results["splits"]) + " subjects)",
+        ("SAG by condition and exposure (" + "+".join(results["splits"]) + " subjects)",
          _img(drawn["sag_by_factor"])),
         ("Associations", _img(drawn["forest"]) + _table(results["associations"])),
     ]
     if results["planted"]:
         planted = pd.read_csv(workdir / "analysis" / "planted_vs_estimated.csv")
-        sections.append(("Planted lifestyle effects (synthetic cohort) against the estimates", _table(planted)))
+        sections.append(("Planted exposure effects (synthetic cohort) against the estimates", _table(planted)))
     gradcam = sorted((workdir / "gradcam").glob("*.png")) if (workdir / "gradcam").is_dir() else []
     if gradcam:
         shares = workdir / "gradcam" / "region_shares.csv"

@@ -29,12 +29,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.seed = 0
 
     config.data = ml_collections.ConfigDict()
-    config.data.records_dir = "runs/default/records"
+    config.data.records_dir = ""  # required: data_prep.build_records' output folder
     config.data.region = "whole"  # whole, cervical, thoracic or lumbar (a region of the records)
     config.data.plan_hash = ""  # '' accepts the records' plan; set it to pin one
-    # data_prep.eligibility's table; '' trains on everyone. With eligible_only, train and validation keep only
-    # the normal spines (the paper's training cohort); evaluation and the analysis still see everyone.
-    config.data.eligibility_csv = "runs/default/eligibility/eligibility.csv"
+    # data_prep.eligibility's table (ELIGIBILITY_DIR/eligibility.csv). With eligible_only (which needs it), train
+    # and validation keep only the normal spines (the paper's training cohort); evaluation and the analysis
+    # still see everyone. eligible_only=False trains on every record.
+    config.data.eligibility_csv = ""
     config.data.eligible_only = True
     config.data.fraction = 1.0  # share of training subjects (nested subsets: data_size.py)
     config.data.subset_seed = 0  # picks the nested subsets; independent of `seed`

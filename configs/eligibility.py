@@ -8,16 +8,14 @@ Each value is a choice the paper leaves open; data_prep/eligibility.py documents
 
 import ml_collections
 
-from data_prep.cohort import pathology_features
-
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     # 'region_at_least' (levels per condition, region and severity-or-worse), 'raw' (grades per level) or
     # 'both'; see data_prep/pathology_features.py.
-    # reports.csv (data_prep/reports_table.py): the graded conditions read, and the plausible ages.
-    config.pathology_conditions = pathology_features.CONDITIONS
-    config.age_range_years = (0.0, 120.0)
+    # The cohort schema: '' reads COHORT_DIR/cohort_schema.yaml (or .yml, .json) when there is one (the same as
+    # the records stage; docs/cohort_schema.md).
+    config.schema_file = ""
     config.features = "region_at_least"
     config.min_grade = 2  # leave out mild findings (1): see data_prep/normal_spines.py
     config.metric = "canberra"

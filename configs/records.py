@@ -11,8 +11,6 @@ spine on 16 x 768 x 256 voxels (the paper's slab is 14 x 793 x 384).
 
 import ml_collections
 
-from data_prep.cohort import pathology_features
-
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -41,18 +39,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.max_oblique_deg = 30.0  # slice normals further than this from left-right are not sagittal
     config.max_cropped_share = 0.05  # a region whose grid crops the anatomy of more records than this: warned
     config.workers = 0  # 0: all cores
-    # reports.csv (data_prep/reports_table.py). Columns copied, keyed by series, into RECORDS_DIR/reports.csv for
-    # the analysis, each with its vocabulary: 'yes_no' (yes/no, y/n, true/false, 1/0), 'number', or a tuple of
-    # levels. Only these, the ids, age, sex, site and the pathology grades of `pathology_conditions` are read:
-    # no other column (a name, a comment) can slip through. A row whose value is outside its vocabulary is
-    # rejected with its reason (rejections.csv).
-    config.report_columns = ml_collections.ConfigDict(
-        {"smoking": "yes_no", "physical_work": "yes_no", "coffee": "yes_no", "left_handed": "yes_no"})
-    config.pathology_conditions = pathology_features.CONDITIONS
-    config.age_range_years = (0.0, 120.0)  # an age must satisfy low < age <= high (years)
-    # Raw site value -> the code outputs carry (for example {"North Valley Clinic": "A"}). Empty: each site
-    # appears as a keyed code ('site-' and 8 hex characters), so no hospital name reaches an output.
-    config.site_codes = ml_collections.ConfigDict()
+    # The cohort schema (data_prep/cohort/schema.py, docs/cohort_schema.md): which reports columns are read and
+    # what their values mean. '': COHORT_DIR/cohort_schema.yaml (or .yml, .json) when there is one, else
+    # spinejax's own column names with no exposures.
+    config.schema_file = ""
     if arg == "paper":
         config.spacing_mm = (4.0, 1.0, 1.0)
         config.grids = ml_collections.ConfigDict({

@@ -9,6 +9,7 @@ from pathlib import Path
 from absl import app, flags
 from ml_collections import config_flags
 
+from configs import records as records_config
 from data_prep.cohort import pseudonym, walk
 from data_prep.records.build_records import build
 from spinejax.errors import one_line_errors
@@ -21,7 +22,7 @@ def define_flags() -> None:
     flags.DEFINE_string("input", None, "Cohort folder (dicom/, nifti/, masks/, reports.csv).")
     flags.DEFINE_string("out", None, "Records folder to write.")
     flags.DEFINE_string("secret_file", None, "File holding the secret for keyed hashes (else $SPINEJAX_SECRET).")
-    config_flags.DEFINE_config_file("config", "configs/records.py", "Records config.")
+    config_flags.DEFINE_config_file("config", records_config.__file__, "Records config (configs/records.py[:paper]).")
 
 
 def main(argv: list[str]) -> None:
@@ -44,8 +45,8 @@ def main(argv: list[str]) -> None:
         print(f"rejected: reports.csv line {r['line']}: [{r['code']}]")
     if manifest["ignored_columns"]:  # names on the console only: a header may hold anything
         names = walk.printable(", ".join(manifest["ignored_columns"]))
-        print(f"reports.csv: {len(manifest['ignored_columns'])} column(s) neither declared (configs/records.py "
-              f"report_columns) nor pathology grades, not read: {names}")
+        print(f"{len(manifest['ignored_columns'])} column(s) of {manifest['table']} not named by "
+              f"{manifest['schema_source']}, not read: {names}")
     for warning in manifest["warnings"]:
         print(f"warning: {warning}")
     if c["failed"] or c["region_failures"] or c["rows_rejected"]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from absl import app, flags
 from ml_collections import config_flags
 
+from configs import eligibility as eligibility_config
 from data_prep.cohort import pseudonym
 from data_prep.normal.eligibility import run
 from spinejax.errors import one_line_errors
@@ -21,7 +22,7 @@ def define_flags() -> None:
     flags.DEFINE_string("input", None, "Cohort folder holding reports.csv.")
     flags.DEFINE_string("out", None, "Output folder.")
     flags.DEFINE_string("secret_file", None, "File holding the secret for keyed hashes (else $SPINEJAX_SECRET).")
-    config_flags.DEFINE_config_file("config", "configs/eligibility.py", "Eligibility config.")
+    config_flags.DEFINE_config_file("config", eligibility_config.__file__, "Eligibility config file.")
 
 
 def main(argv: list[str]) -> None:

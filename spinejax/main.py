@@ -1,14 +1,22 @@
 """Train a spine-age model.
 
-    python -m spinejax.main --config=configs/loss_l1.py --workdir=DIR [--config.key=value ...]
+    python -m spinejax.main --config=configs/loss_l1.py --workdir=DIR --config.data.records_dir=RECORDS_DIR
+        [--config.data.eligibility_csv=ELIGIBILITY_DIR/eligibility.csv] [--config.key=value ...]
+
+Paths are taken relative to where the command runs and kept absolute in DIR/config.json, so the evaluation
+and the report find the same files from any directory.
 
 Resumes from DIR when it holds a checkpoint. Multi-process (one process per host): on a TPU VM pod or a
 SLURM cluster add --coordinator=auto; elsewhere --coordinator=HOST:PORT --num_processes=N --process_id=I
 on each host. The training loop is spinejax/train.py.
 """
 
+import os
+
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from spinejax.errors import one_line_errors
 
 
 def define_flags():
@@ -26,10 +34,14 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
     from spinejax import distributed, train  # after flag parsing: jax must see XLA_FLAGS first
 
+    config = flags.FLAGS.config
+    for key in ("records_dir", "eligibility_csv"):
+        if config.data[key]:
+            config.data[key] = os.path.abspath(config.data[key])
     distributed.initialize(flags.FLAGS.coordinator, flags.FLAGS.num_processes, flags.FLAGS.process_id)
-    train.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+    train.train_and_evaluate(config, flags.FLAGS.workdir)
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    app.run(one_line_errors(main))

@@ -26,11 +26,12 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from spinejax import age_metrics, checkpointing, distributed, inference, input_pipeline, losses, models, steps
+from spinejax.errors import InputError
 from spinejax.metric_writer import MetricWriter
 
-# Config keys a resumed run may change: they do not alter what is computed.
+# Config keys a resumed run may change: they do not alter what is computed (model.conv: how, not what).
 RESUMABLE_CHANGES = ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "data.worker_count",
-                     "data.worker_buffer_size")
+                     "data.worker_buffer_size", "model.conv")
 
 
 class NonFiniteError(RuntimeError):
@@ -41,6 +42,13 @@ def selections(config) -> tuple[input_pipeline.Selection, input_pipeline.Selecti
     """Train and validation records of the config. Validation follows the training population (eligible
     subjects when training is restricted to them) but never the data-size fraction."""
     data = config.data
+    if not data.records_dir:
+        raise InputError("config.data.records_dir is not set: pass --config.data.records_dir=RECORDS_DIR (the folder "
+                         "data_prep.build_records wrote)")
+    if data.eligible_only and not data.eligibility_csv:
+        raise InputError("config.data.eligible_only trains on normal spines only, which needs "
+                         "--config.data.eligibility_csv=ELIGIBILITY_DIR/eligibility.csv (data_prep.eligibility's "
+                         "table); or set --config.data.eligible_only=False to train on every record")
     train = input_pipeline.select(data.records_dir, data.region, "train", plan_hash=data.plan_hash,
                                   eligibility_csv=data.eligibility_csv, eligible_only=data.eligible_only,
                                   fraction=data.fraction, subset_seed=data.subset_seed)

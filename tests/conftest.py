@@ -79,6 +79,6 @@ def learned_run(training_records, tmp_path_factory):
     config = default.get_config("cpu")
     config.update_from_flattened_dict({
         "data.records_dir": str(training_records), "data.region": "lumbar", "data.eligibility_csv": "",
-        "num_train_steps": 160, "eval_every": 80, "checkpoint_every": 80, "log_every": 20,
+        "data.eligible_only": False, "num_train_steps": 160, "eval_every": 80, "checkpoint_every": 80, "log_every": 20,
         "keep_checkpoints": 1, "optimizer.warmup_steps": 20})
     return workdir, config, train.train_and_evaluate(config, workdir)

@@ -77,8 +77,8 @@ def oracle(tmp_path_factory):
     bio_age = {s["series_id"]: s["bio_age"] for s in truth["series"]}
     reports["sag"] = reports["series_key"].map(bio_age) - reports["age"]
     data = associations.one_series_per_subject(reports)
-    lifestyle = ["smoking", "physical_work", "coffee", "left_handed"]
-    table = associations.associate(data, associations.factor_table(data, lifestyle), lifestyle)
+    exposures = {name: {"type": "yes_no"} for name in ("smoking", "physical_work", "coffee", "left_handed")}
+    table = associations.associate(data, associations.factor_table(data, exposures), exposures)
     return table, truth["planted_effects_years"], data
 
 
@@ -106,7 +106,38 @@ def test_age_related_conditions_go_with_an_older_looking_spine(oracle):
     assert len(table) == 4 + 9 * 4
 
 
-def test_a_table_without_pathology_grades_gives_lifestyle_factors_only():
+def test_a_table_without_pathology_grades_gives_exposures_only():
     reports = pd.DataFrame({"smoking": [0, 1, np.nan, 1], "age": [40.0, 50.0, 60.0, 70.0]})
-    factors = associations.factor_table(reports, ["smoking"])
+    factors = associations.factor_table(reports, {"smoking": {"type": "yes_no"}})
     assert list(factors.columns) == ["smoking"] and factors["smoking"].isna().sum() == 1
+
+
+def test_categorical_and_numeric_exposures_against_their_reference_with_a_covariate():
+    # 1,500 people; SAG = 1.5 (former) or 3.0 (current smokers, against never) + 0.2 per pack-year (drawn apart
+    # from smoking). BMI confounds: it raises SAG and goes with current smoking, so only the model adjusted for
+    # it recovers the planted 3.0.
+    rng = np.random.default_rng(3)
+    n = 1500
+    bmi = rng.normal(27, 4, n)
+    smoking = np.where(rng.random(n) < 0.2 + 0.4 * (bmi > 30), "current", rng.choice(["never", "former"], n))
+    smoking = np.where(rng.random(n) < 0.05, "", smoking)  # unanswered
+    pack_years = rng.uniform(0, 40, n)
+    age = rng.uniform(30, 80, n)
+    effect = np.select([smoking == "former", smoking == "current"], [1.5, 3.0], 0.0)
+    sag = effect + 0.2 * pack_years + 0.5 * (bmi - 27) + rng.normal(0, 2, n)
+    data = pd.DataFrame({"sag": sag, "age": age, "sex": rng.choice(["F", "M"], n), "site": "A", "smoking": smoking,
+                         "pack_years": pack_years, "bmi": bmi})
+    exposures = {"smoking": {"type": "categorical", "levels": ["never", "former", "current"], "reference": "never"},
+                 "pack_years": {"type": "number", "unit": "pack-years"}}
+    covariates = {"bmi": {"type": "number"}}
+    factors = associations.factor_table(data, exposures)
+    table = associations.associate(data, factors, exposures, covariates).set_index("term")
+    assert list(table.index) == ["smoking=former", "smoking=current", "pack_years"]
+    assert (table.loc[["smoking=former", "smoking=current"], "reference"] == "never").all()
+    for term, planted in (("smoking=former", 1.5), ("smoking=current", 3.0), ("pack_years", 0.2)):
+        assert table.loc[term, "ci_low"] <= planted <= table.loc[term, "ci_high"], term
+        assert table.loc[term, "q"] < 1e-3
+    assert table.loc["smoking=current", "n"] == (smoking != "").sum()  # the unanswered leave this model only
+    assert table.loc["pack_years", "n"] == n
+    unadjusted = associations.associate(data, factors, exposures).set_index("term")
+    assert unadjusted.loc["smoking=current", "ci_low"] > 3.0  # confounded by BMI without the covariate

@@ -23,6 +23,7 @@ def _config(training_records, **changes):
     config.data.records_dir = str(training_records)
     config.data.region = "lumbar"
     config.data.eligibility_csv = ""
+    config.data.eligible_only = False
     config.update_from_flattened_dict(changes)
     return config
 
@@ -110,7 +111,7 @@ def test_resuming_under_another_config_or_selection_is_refused(training_records,
     table.to_csv(eligibility_csv, index=False)
     workdir = tmp_path / "run"
     config = _config(training_records, **{**TINY, "num_train_steps": 4,
-                                          "data.eligibility_csv": str(eligibility_csv)})
+                                          "data.eligibility_csv": str(eligibility_csv), "data.eligible_only": True})
     train.train_and_evaluate(config, workdir)
     assert train.train_and_evaluate(config, workdir)  # finished: returns its summary
     table["eligible"] = [i % 5 != 0 for i in range(len(table))]  # eligibility re-run with another result
@@ -144,7 +145,8 @@ def test_eligibility_restricts_training_and_validation(training_records, tmp_pat
     table = _lumbar_series(training_records)
     table["eligible"] = [i % 3 != 0 for i in range(len(table))]
     table.to_csv(tmp_path / "eligibility.csv", index=False)
-    config = _config(training_records, **{"data.eligibility_csv": str(tmp_path / "eligibility.csv")})
+    config = _config(training_records, **{"data.eligibility_csv": str(tmp_path / "eligibility.csv"),
+                                          "data.eligible_only": True})
     train_rows, validation = train.selections(config)
     for selection in (train_rows, validation):
         assert selection.rows["eligible"].all()

@@ -1,23 +1,26 @@
-"""reports.csv, read and checked row by row: the one reader of the cohort's table for every stage.
+"""The cohort's reports table, read through its schema and checked row by row: the one reader for every stage.
 
-A site's table comes from a RIS export or a spreadsheet, so nothing in it is trusted:
-- The table as a whole must be comma-separated UTF-8 text (a byte-order mark is fine) with the columns
-  `series_id`, `subject_id` and `age`, each named once. Anything else (empty, Latin-1, semicolons or tabs,
-  a missing column) is refused before any work with `InputError`, saying what was found and what is expected.
+A site's table comes from a RIS export or a spreadsheet, so nothing in it is trusted. Its columns are named
+by the cohort schema (data_prep.cohort.schema; spinejax's own names when there is none):
+- The table as a whole must be comma-separated UTF-8 text (a byte-order mark is fine) holding the schema's
+  series id, subject id and age columns, and every column the schema declares, each named once. Anything
+  else (empty, Latin-1, semicolons or tabs, a declared column absent) is refused before any work with
+  `InputError`, naming the column and saying what is expected.
 - Every cell is read as text: ids stay strings exactly as written (`007` stays `007`, never the number 7),
   stripped of surrounding spaces.
 - Each data row is used or rejected with a reason code (the table of codes is in docs/ingestion.md):
   blank or repeated series ids (every copy is rejected: which one is right cannot be known), blank subject
   ids, ages that are not a number of years (DICOM's age strings `045Y`, `006M`, `010W`, `030D` are
   converted) or lie outside `age_range_years`, a sex outside F/M/O (female, male, other; blank or U is
-  unknown), a site not in `site_codes` when the site declared its codes, a declared column's value outside its
-  vocabulary, and a pathology grade blank or not 0-3.
-- Only declared columns leave this module: ids, age, sex, site, the columns of `declared` with their
-  vocabulary, and pathology grades `<condition>__<level>` whose condition is in `conditions` and whose level
-  is a spine level. Every other column (a name, a comment, `x__comment`) is counted and dropped: free text
-  never reaches an output.
+  unknown) and the schema's `sex_values`, a site not in `site_codes` when the schema declares them, an
+  exposure's or covariate's value outside its vocabulary, and a pathology grade outside the schema's grades
+  (or blank, unless the schema says blank means none).
+- Only declared columns leave this module, under spinejax's names: series_id, subject_id, age, sex, site,
+  the exposures and covariates by their schema names, and the pathology grades as `<condition>__<level>`.
+  Every other column (a name, a comment) is counted and dropped: free text never reaches an output.
 
-Messages name columns and line numbers, never cell values, so they may go into de-identified outputs.
+Messages name spinejax's fields and line numbers, never cell values, so they may go into de-identified
+outputs.
 """
 
 from __future__ import annotations
@@ -34,16 +37,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data_prep.cohort import pathology_features, spine_labels
+from data_prep.cohort import schema as cohort_schema
 from spinejax.errors import InputError
 
-REQUIRED = ("series_id", "subject_id", "age")
-OPTIONAL = ("sex", "site")
 SEX_CODES = {"f": "F", "female": "F", "m": "M", "male": "M", "o": "O", "other": "O", "": "", "u": "",
              "unknown": ""}
 YES_NO = {"1": 1.0, "0": 0.0, "1.0": 1.0, "0.0": 0.0, "yes": 1.0, "no": 0.0, "y": 1.0, "n": 0.0,
           "true": 1.0, "false": 0.0}
-GRADES = {"0": 0, "1": 1, "2": 2, "3": 3, "0.0": 0, "1.0": 1, "2.0": 2, "3.0": 3}
 _DICOM_AGE = re.compile(r"^(\d{1,3})\s*([YMWD])$", re.IGNORECASE)
 _DAYS_PER_UNIT = {"Y": 365.25, "M": 365.25 / 12.0, "W": 7.0, "D": 1.0}
 
@@ -64,20 +64,24 @@ class Rejection:
 class ReportsTable:
     """Usable rows (`rows`, indexed by series id, in file order) and the rejected ones.
 
-    rows columns: series_id and subject_id (str), line (int, in the file), age (float, years), sex ('F', 'M',
-    'O' or ''), site (str: the code from `site_codes`, or the raw value for the caller to key), each declared
-    column (float for 'yes_no' and 'number', str for a list of levels; NaN or '' when blank), then the
-    pathology grades (int8, 0-3).
+    rows columns, under spinejax's names: series_id and subject_id (str), line (int, in the file), age (float,
+    years), sex ('F', 'M', 'O' or ''), site (str: the code from `site_codes`, or the raw value for the caller
+    to key), each exposure and covariate (float for 'yes_no' and 'number', the declared level for
+    'categorical'; NaN or '' when blank), then the pathology grades `<condition>__<level>` (int8, 0-3).
     """
 
     rows: pd.DataFrame
     rejected: list[Rejection]
     n_rows: int
-    pathology_columns: list[str]
-    declared_columns: list[str]
+    pathology_columns: list[str]  # spinejax's names
+    declared_columns: list[str]  # the exposures' and covariates' names
     ignored_columns: list[str]  # console only: a header may hold anything
     sha256: str
-    site_declared: bool
+    schema: cohort_schema.Schema
+
+    @property
+    def site_declared(self) -> bool:
+        return bool(self.schema.site_codes)
 
 
 def parse_age(text: str) -> float | None:
@@ -93,10 +97,10 @@ def parse_age(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _decode(raw: bytes, name: str) -> str:
+def _decode(raw: bytes, name: str, required: list[str]) -> str:
     if not raw.strip():
         raise InputError(f"{name} is empty: expected a comma-separated header line with "
-                         f"{', '.join(REQUIRED)} and one row per series")
+                         f"{', '.join(required)} and one row per series")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -105,7 +109,7 @@ def _decode(raw: bytes, name: str) -> str:
             "Windows-1252 exports write accented letters): save it as 'CSV UTF-8'") from None
 
 
-def _header(text: str, name: str) -> list[str]:
+def _header(text: str, name: str, schema: cohort_schema.Schema) -> list[str]:
     first = text.splitlines()[0]  # also a classic Mac export's lone carriage returns
     if "," not in first:
         found = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
@@ -114,77 +118,70 @@ def _header(text: str, name: str) -> list[str]:
                          "spinejax reads comma-separated tables: export with commas")
     header = [h.strip() for h in next(csv.reader([first]))]
     repeated = [n for n, c in Counter(header).items() if c > 1 and n]  # empty names: a spreadsheet's spare columns
-    if repeated:  # names only when they are ours: a header may hold anything
-        ours = [n for n in repeated if n in REQUIRED + OPTIONAL]
+    declared = _declared_columns(schema)
+    if repeated:  # names only when the schema declares them: a header may hold anything
+        ours = [n for n in repeated if n in declared]
         raise InputError(f"{name}: {len(repeated)} column name(s) appear more than once"
                          f"{' (' + ', '.join(ours) + ')' if ours else ''}; each column must be named once")
-    missing = [c for c in REQUIRED if c not in header]
+    missing = [f"{column} ({field})" for field, column in declared.items() if column not in header]
     if missing:
-        raise InputError(f"{name}: required column(s) {', '.join(missing)} missing (found {len(header)} columns); "
-                         f"expected at least {', '.join(REQUIRED)}")
+        raise InputError(f"{name}: column(s) {', '.join(missing)} named by {schema.source} are missing (found "
+                         f"{len(header)} columns); add them, or correct the schema")
     return header
 
 
-def _pathology(header: list[str], conditions: tuple[str, ...]) -> list[str]:
-    out = []
-    for column in header:
-        condition, _, level = column.partition(pathology_features.SEPARATOR)
-        if not level or condition not in conditions:
-            continue
-        try:
-            spine_labels.region_of_level(level)
-        except ValueError:
-            continue
-        out.append(column)
+def _declared_columns(schema: cohort_schema.Schema) -> dict[str, str]:
+    """What the schema names -> the site's column, for each field, exposure and covariate it declares."""
+    out = dict(schema.columns)
+    out.update({f"{'exposure' if v in schema.exposures else 'covariate'} {v.name}": v.column
+                for v in schema.variables})
     return out
 
 
-def _declared_value(text: str, vocabulary) -> tuple[bool, object]:
-    """(ok, value) of one cell of a declared column; blank is ok and unknown."""
-    text = text.strip()
-    if vocabulary == "yes_no":
+def _variable_value(text: str, variable: cohort_schema.Variable) -> tuple[bool, object]:
+    """(ok, value) of one cell of an exposure or covariate; blank is ok and unanswered."""
+    if variable.type == "yes_no":
         return (True, np.nan) if not text else ((text.lower() in YES_NO), YES_NO.get(text.lower()))
-    if vocabulary == "number":
+    if variable.type == "number":
         if not text:
             return True, np.nan
         try:
             value = float(text)
         except ValueError:
             return False, None
-        return math.isfinite(value), value
-    levels = {str(v).lower(): str(v) for v in vocabulary}
+        low, high = variable.range or (-math.inf, math.inf)
+        return math.isfinite(value) and low <= value <= high, value
+    levels = {v.lower(): v for v in variable.levels}
     return (True, "") if not text else (text.lower() in levels, levels.get(text.lower()))
 
 
-def read(path: Path, *, declared: dict | None = None, conditions: tuple[str, ...] | None = None,
-         age_range_years: tuple[float, float] = (0.0, 120.0), site_codes: dict | None = None) -> ReportsTable:
-    """The checked table (module docstring). Raises InputError when the table as a whole is unusable.
+def read_cohort(cohort: Path, schema_file: str = "") -> ReportsTable:
+    """The cohort folder's table, through its schema (data_prep.cohort.schema.load)."""
+    schema = cohort_schema.load(cohort, schema_file)
+    return read(Path(cohort) / schema.table, schema)
 
-    declared: column -> vocabulary ('yes_no', 'number', or a sequence of levels); each must be present.
-    conditions: pathology conditions to keep (default pathology_features.CONDITIONS).
-    age_range_years: (low, high): an age must satisfy low < age <= high.
-    site_codes: raw site value -> code; when given, a site outside it rejects the row.
-    """
+
+def read(path: Path, schema: cohort_schema.Schema | None = None) -> ReportsTable:
+    """The checked table (module docstring), read through `schema` (default: spinejax's own column names).
+    Raises InputError when the table as a whole is unusable."""
+    schema = schema or cohort_schema.default()
     path = Path(path)
     name = path.name
+    required = [schema.columns[f] for f in cohort_schema.REQUIRED_FIELDS]
     if not path.is_file():
         raise InputError(f"no {name} in the cohort folder: expected one row per series with "
-                         f"{', '.join(REQUIRED)} (see README, 'Bring your own data')")
+                         f"{', '.join(required)} (see README, 'Bring your own data')")
     try:
         raw = path.read_bytes()
     except OSError:
         raise InputError(f"{name} cannot be read (permission denied or I/O error)") from None
-    text = _decode(raw, name)
-    header = _header(text, name)
-    declared = dict(declared or {})
-    absent = [c for c in declared if c not in header]
-    if absent:
-        raise InputError(f"{name}: declared column(s) {', '.join(absent)} missing; add them or remove them "
-                         "from the config's report_columns")
-    pathology = _pathology(header, tuple(conditions or pathology_features.CONDITIONS))
-    kept = set(REQUIRED) | set(OPTIONAL) | set(declared) | set(pathology)
+    text = _decode(raw, name, required)
+    header = _header(text, name, schema)
+    pathology = schema.pathology_columns(header)
+    kept = {*_declared_columns(schema).values(), *(schema.columns.get(f, f) for f in cohort_schema.FIELDS),
+            *pathology}
     try:
-        records, rejected = _rows(text, header, declared, pathology, kept, age_range_years, site_codes)
+        records, rejected = _rows(text, header, schema, pathology)
     except csv.Error:
         raise InputError(f"{name} cannot be parsed as CSV (an unterminated quote, or a cell longer than "
                          f"{csv.field_size_limit()} characters): export it again as CSV UTF-8") from None
@@ -196,19 +193,24 @@ def read(path: Path, *, declared: dict | None = None, conditions: tuple[str, ...
                                       f"line {row['line']}: the same series_id is on another line"))
         records = [r for r in records if r["series_id"] not in repeated]
     rejected.sort(key=lambda r: r.line)
-    columns = ["series_id", "subject_id", "age", "sex", "site", *declared, *pathology, "line"]
+    variables = [v.name for v in schema.variables]
+    grades = list(pathology.values())
+    columns = ["series_id", "subject_id", "age", "sex", "site", *variables, *grades, "line"]
     rows = pd.DataFrame(records, columns=columns).set_index("series_id", drop=False)
-    rows[pathology] = rows[pathology].astype(np.int8)
-    return ReportsTable(rows=rows, rejected=rejected, n_rows=len(records) + len(rejected),
-                        pathology_columns=pathology, declared_columns=list(declared),
-                        ignored_columns=[c for c in header if c not in kept and c],
-                        sha256=hashlib.sha256(raw).hexdigest(), site_declared=bool(site_codes))
+    rows[grades] = rows[grades].astype(np.int8)
+    return ReportsTable(rows=rows, rejected=rejected, n_rows=len(records) + len(rejected), pathology_columns=grades,
+                        declared_columns=variables, ignored_columns=[c for c in header if c not in kept and c],
+                        sha256=hashlib.sha256(raw).hexdigest(), schema=schema)
 
 
-def _rows(text: str, header: list[str], declared: dict, pathology: list[str], kept: set[str],
-          age_range_years: tuple[float, float], site_codes: dict | None) -> tuple[list[dict], list[Rejection]]:
-    """The row-by-row checks of `read` (its docstring): (usable rows as dicts, rejections)."""
+def _rows(text: str, header: list[str], schema: cohort_schema.Schema, pathology: dict[str, str]
+          ) -> tuple[list[dict], list[Rejection]]:
+    """The row-by-row checks of `read` (its docstring): (usable rows as dicts under spinejax's names,
+    rejections)."""
     where = {c: i for i, c in enumerate(header)}
+    field = {f: where.get(schema.columns.get(f, f)) for f in cohort_schema.FIELDS}  # None: an optional one absent
+    sex_codes = {**SEX_CODES, **schema.sex_values}
+    low, high = schema.age_range_years
     records, rejected = [], []
     body = csv.reader(io.StringIO(text, newline=""))
     next(body)
@@ -217,7 +219,7 @@ def _rows(text: str, header: list[str], declared: dict, pathology: list[str], ke
         line_number, start = start, body.line_num + 1  # a quoted cell (Alt+Enter in Excel) spans several lines
         if not any(f.strip() for f in fields):
             continue  # blank lines (a spreadsheet's trailing rows) are not rows
-        series_id = fields[where["series_id"]].strip() if len(fields) > where["series_id"] else ""
+        series_id = fields[field["series_id"]].strip() if len(fields) > field["series_id"] else ""
 
         def reject(code: str, column: str, message: str, _line=line_number, _id=series_id) -> None:
             rejected.append(Rejection(_line, _id, code, column, message))
@@ -226,7 +228,7 @@ def _rows(text: str, header: list[str], declared: dict, pathology: list[str], ke
             reject("wrong_field_count", "", f"line {line_number} has {len(fields)} fields, the header "
                                             f"{len(header)}")
             continue
-        cell = {c: fields[i].strip() for c, i in where.items() if c in kept}
+        cell = {f: (fields[i].strip() if i is not None else "") for f, i in field.items()}
         if not cell["series_id"]:
             reject("missing_series_id", "series_id", f"line {line_number}: series_id is blank")
             continue
@@ -241,39 +243,50 @@ def _rows(text: str, header: list[str], declared: dict, pathology: list[str], ke
             reject("bad_age", "age", f"line {line_number}: age is not a number of years (nor a DICOM age "
                                      "such as 045Y)")
             continue
-        low, high = age_range_years
         if not low < age <= high:
             reject("age_out_of_range", "age", f"line {line_number}: age outside ({low:g}, {high:g}] years")
             continue
-        sex = SEX_CODES.get(cell.get("sex", "").lower())
+        sex = sex_codes.get(cell["sex"].lower())
         if sex is None:
-            reject("bad_sex", "sex", f"line {line_number}: sex is not F, M, O (female, male, other) or blank")
+            reject("bad_sex", "sex", f"line {line_number}: sex is not F, M, O (female, male, other), one of the "
+                                     "schema's sex_values, or blank")
             continue
-        site = cell.get("site", "")
-        if site_codes:
-            if site not in site_codes:
+        site = cell["site"]
+        if schema.site_codes:
+            if site not in schema.site_codes:
                 reject("undeclared_site", "site", f"line {line_number}: site is not one of the "
-                                                  f"{len(site_codes)} declared in site_codes")
+                                                  f"{len(schema.site_codes)} declared in site_codes")
                 continue
-            site = str(site_codes[site])
+            site = schema.site_codes[site]
         row = {"series_id": cell["series_id"], "subject_id": cell["subject_id"], "age": age, "sex": sex,
                "site": site, "line": line_number}
         bad = None
-        for column, vocabulary in declared.items():
-            ok, value = _declared_value(cell[column], vocabulary)
+        for variable in schema.variables:
+            ok, value = _variable_value(fields[where[variable.column]].strip(), variable)
             if not ok:
-                bad = column
+                bad = variable.name
                 break
-            row[column] = value
+            row[variable.name] = value
         if bad:
             reject("bad_value", bad, f"line {line_number}: {bad} is outside its declared vocabulary")
             continue
-        grades = [GRADES.get(cell[c]) for c in pathology]
+        grades = [_grade(fields[where[column]], schema) for column in pathology]
         if any(g is None for g in grades):
-            first = pathology[[g is None for g in grades].index(True)]
+            first = list(pathology.values())[[g is None for g in grades].index(True)]
             reject("bad_grade", first, f"line {line_number}: {sum(g is None for g in grades)} pathology "
-                                       f"grade(s) blank or not 0, 1, 2, 3 (first: {first})")
+                                       f"grade(s) {'' if schema.blank_grade is not None else 'blank or '}not one of "
+                                       f"the schema's grades (first: {first})")
             continue
-        row.update(zip(pathology, grades))
+        row.update(zip(pathology.values(), grades))
         records.append(row)
     return records, rejected
+
+
+def _grade(text: str, schema: cohort_schema.Schema) -> int | None:
+    """The grade of a cell; a spreadsheet's '2.0' is the value '2'."""
+    text = text.strip().lower()
+    if not text:
+        return schema.blank_grade
+    if text not in schema.grades and text.endswith(".0") and text[:-2].isdigit():
+        text = text[:-2]
+    return schema.grades.get(text)

@@ -55,11 +55,10 @@ def features_for(graded: pd.DataFrame, config: ml_collections.ConfigDict) -> pd.
 def read_table(input_dir: Path, config: ml_collections.ConfigDict) -> reports_table.ReportsTable:
     """The cohort's reports.csv, checked row by row (data_prep.cohort.reports_table); refuses a table with no
     pathology grades."""
-    table = reports_table.read(Path(input_dir) / "reports.csv", conditions=tuple(config.pathology_conditions),
-                               age_range_years=tuple(config.age_range_years))
+    table = reports_table.read_cohort(Path(input_dir), config.schema_file)
     if not table.pathology_columns:
-        raise InputError("reports.csv has no pathology grade columns <condition>__<level> of the declared "
-                         "conditions (config.pathology_conditions): eligibility needs them")
+        raise InputError(f"{table.schema.table} has no pathology grade columns of the conditions {table.schema.source} "
+                         "declares: eligibility needs them (docs/cohort_schema.md, 'pathology')")
     return table
 
 
@@ -77,7 +76,9 @@ def run(input_dir: Path, out: Path, config: ml_collections.ConfigDict, secret: b
     with output_folder.OutputFolder(out, "eligibility") as folder:
         table = read_table(input_dir, config)
         # What the outputs depend on; summary.json holds these four, and an equal set means up to date.
-        stamp = {"config": json.loads(config.to_json()),
+        settings = {**json.loads(config.to_json()), "schema_file": bool(config.schema_file)}  # no path in outputs
+        stamp = {"config": settings,
+                 "schema": pseudonym.keyed_hash(table.schema.fingerprint_json(), secret, "schema"),
                  "input_key": pseudonym.keyed_hash(table.sha256, secret, "reports"),
                  "version": ELIGIBILITY_VERSION, "secret_fingerprint": pseudonym.secret_fingerprint(secret)}
         previous = out / "summary.json"
@@ -98,7 +99,7 @@ def run(input_dir: Path, out: Path, config: ml_collections.ConfigDict, secret: b
         except normal_spines.TooFewProfiles as error:
             if config.small_cohort_policy != "all_valid":
                 raise InputError(f"reports.csv: {error}") from None
-            result = normal_spines.everyone(len(ages), ages, config, "fewer than three distinct pathology profiles")
+            result = normal_spines.everyone(len(ages), ages, config, "too few distinct pathology profiles to embed")
         seconds = time.perf_counter() - start
         folder.start(stamp)
         _write(folder.partial, table, result, ages, secret)

@@ -91,9 +91,10 @@ def embed(features: np.ndarray, config: ml_collections.ConfigDict) -> np.ndarray
     unique, inverse = np.unique(features, axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
     n_neighbors = int(min(config.umap.n_neighbors, len(unique) - 1))
-    if n_neighbors < 2:
+    needed = max(3, config.umap.n_components + 2)  # its spectral start needs n_components + 1 < profiles
+    if len(unique) < needed:
         raise TooFewProfiles(f"only {len(unique)} distinct pathology profile(s) among {len(features)} cases: "
-                             "too few to embed and cluster (UMAP needs at least 3)")
+                             f"too few to embed and cluster (UMAP needs at least {needed})")
     a, b = curve_parameters(config.umap.min_dist)
     reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=config.umap.min_dist, a=a, b=b,
                         n_components=config.umap.n_components, metric=config.metric,

@@ -7,6 +7,7 @@ Layout (DESIGN.md, "Cohort folder"):
     DIR/nifti/<series_id>.nii.gz    the share of scans given as NIfTI, in assorted axis layouts
     DIR/masks/<series_id>.nii.gz    TotalSpineSeg-convention label map on each scan's voxel grid
     DIR/reports.csv                 one row per series: ids, age, sex, site, lifestyle, 207 pathology grades
+    DIR/cohort_schema.yaml          how to read reports.csv (data_prep.cohort.schema)
     DIR/ground_truth.json           the hidden truth (biological ages, planted effects, noise floor)
 
 The same seed gives the same bytes whatever the number of workers. Work goes to DIR.partial/ and is
@@ -26,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from data_prep import parallel
+from data_prep.cohort import schema as cohort_schema
 from data_prep.phantom import acquisition, anatomy, findings, identity, population, render, writers
 from spinejax.errors import InputError
 
@@ -155,12 +157,35 @@ def _worker(args: tuple[CohortSpec, dict, str]) -> dict:
     return result
 
 
+def _lifestyle() -> list[str]:
+    return [name for name, _, _ in population.LIFESTYLE]
+
+
+def schema_text(lifestyle: list[str], conditions: list[str]) -> str:
+    """The cohort's schema (data_prep.cohort.schema), as a site would write it for this table."""
+    exposures = "".join(f"  {name}: {{column: {name}, type: yes_no}}\n" for name in lifestyle)
+    return ("# How spinejax reads reports.csv (docs/cohort_schema.md). Written by data_prep.synthesize.\n"
+            f"spinejax_cohort_schema: {cohort_schema.FORMAT_VERSION}\n"
+            "table: reports.csv\n"
+            "columns: {series_id: series_id, subject_id: subject_id, age: age, sex: sex, site: site}\n"
+            "age_range_years: [0, 120]\n"
+            "exposures:  # lifestyle answers; blank is unanswered\n" + exposures +
+            "pathology:\n"
+            "  column_pattern: '{condition}__{level}'\n"
+            f"  conditions: [{', '.join(conditions)}]\n"
+            "  levels: L4-L5\n"
+            "  grades: {'0': 0, '1': 1, '2': 2, '3': 3}\n"
+            "  blank: reject\n")
+
+
 def synthesize(out: Path, spec: CohortSpec, workers: int | None = None, overwrite: bool = False,
                progress: bool = True) -> dict:
     """Writes the cohort to `out` (see module docstring); returns a summary dict."""
     truth_path = out / "ground_truth.json"
     if truth_path.exists():
         if json.loads(truth_path.read_text())["spec"] == spec.to_json():
+            if not (out / "cohort_schema.yaml").exists():  # a cohort written before schemas: same table, add it
+                (out / "cohort_schema.yaml").write_text(schema_text(_lifestyle(), list(findings.GRADING)))
             return {"skipped": True, "out": str(out)}
         if not overwrite:
             raise InputError(f"{out} holds a different cohort (ground_truth.json differs); "
@@ -183,11 +208,12 @@ def synthesize(out: Path, spec: CohortSpec, workers: int | None = None, overwrit
     elapsed = time.perf_counter() - start
 
     reports = pd.DataFrame([r["report"] for r in results])
-    lifestyle = [name for name, _, _ in population.LIFESTYLE]
+    lifestyle = _lifestyle()
     answers = subjects.set_index("patient_id")[lifestyle]
     reports = reports.join(answers, on="subject_id")
     ordered = ["series_id", "subject_id", "age", "sex", "site", *lifestyle, *findings.feature_columns()]
     reports[ordered].to_csv(partial / "reports.csv", index=False, float_format="%.6g")
+    (partial / "cohort_schema.yaml").write_text(schema_text(lifestyle, list(findings.GRADING)))
 
     floor = population.noise_floor(spec.population, seed=spec.seed)
     series_truth = [r["truth"] for r in results]

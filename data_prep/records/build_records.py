@@ -69,10 +69,8 @@ def plan_from(config: ml_collections.ConfigDict) -> preprocess.Plan:
 
 
 def read_reports(cohort: Path, config: ml_collections.ConfigDict) -> reports_table.ReportsTable:
-    return reports_table.read(cohort / "reports.csv", declared=config.report_columns.to_dict(),
-                              conditions=tuple(config.pathology_conditions),
-                              age_range_years=tuple(config.age_range_years),
-                              site_codes=config.site_codes.to_dict() or None)
+    """The cohort's table through its schema (config.schema_file, else COHORT_DIR/cohort_schema.yaml)."""
+    return reports_table.read_cohort(cohort, config.schema_file)
 
 
 def _nifti_files(folder: Path) -> tuple[dict[str, list[Path]], list[Path]]:
@@ -299,7 +297,8 @@ def build(cohort: Path, out: Path, config: ml_collections.ConfigDict, secret: by
         config_json = {k: v for k, v in json.loads(config.to_json()).items() if k != "workers"}
         # Raw site names and paths are the user's (a hospital's name): they shape the stamp, outputs get codes.
         libraries = {name: importlib.metadata.version(name) for name in LIBRARIES}  # a decoder upgrade rebuilds
-        stamp = {"config": config_json, "plan": plan.fingerprint(), "build_version": BUILD_VERSION,
+        stamp = {"config": config_json, "schema": table.schema.fingerprint_json(), "plan": plan.fingerprint(),
+                 "build_version": BUILD_VERSION,
                  "schema_version": records.SCHEMA_VERSION, "secret": pseudonym.secret_fingerprint(secret),
                  "libraries": libraries}
         stamp_text = json.dumps(stamp, sort_keys=True)
@@ -312,6 +311,7 @@ def build(cohort: Path, out: Path, config: ml_collections.ConfigDict, secret: by
             done = json.loads(previous.read_text())
             if done.get("build_fingerprint") == fingerprint:
                 return {**done, "skipped": True, "outcomes": [], "rejections": [], "ignored_columns": [],
+                        "schema_source": table.schema.source, "table": table.schema.table,
                         "announce": ""}
         announce = ("inputs, reports, plan, secret or code changed since the last build: rebuilding all records"
                     if previous.is_file() else "")
@@ -324,10 +324,12 @@ def build(cohort: Path, out: Path, config: ml_collections.ConfigDict, secret: by
                                        secret)
         if any(o["code"] in TRANSIENT for o in outcomes):  # never up to date: the next run tries them again
             fingerprint += "-retry"
-        codes_only = {**config_json, "site_codes": sorted(set(map(str, config.site_codes.values()))),
+        codes_only = {**config_json, "schema_file": bool(config.schema_file),
                       "test_sites": [site_code(v, secret, table.site_declared) for v in config.test_sites],
                       "split_file": bool(config.split_file)}  # the site's names and paths stay out
-        manifest.update({"config": codes_only, "build_fingerprint": fingerprint, "build_version": BUILD_VERSION,
+        (folder.partial / "cohort_schema.json").write_text(json.dumps(table.schema.declarations(), indent=1) + "\n")
+        manifest.update({"config": codes_only, "site_codes": sorted(set(table.schema.site_codes.values())),
+                         "build_fingerprint": fingerprint, "build_version": BUILD_VERSION,
                          "secret_fingerprint": stamp["secret"],
                          "reports_key": pseudonym.keyed_hash(table.sha256, secret, "reports"), "libraries": libraries})
         (folder.partial / "manifest.json").write_text(json.dumps(manifest, indent=1))
@@ -338,7 +340,8 @@ def build(cohort: Path, out: Path, config: ml_collections.ConfigDict, secret: by
     rejections = [{"line": r.line, "series_id": r.series_id, "code": r.code, "column": r.column}
                   for r in table.rejected]
     return {**manifest, "skipped": False, "outcomes": outcomes, "rejections": rejections,
-            "ignored_columns": table.ignored_columns,
+            "ignored_columns": table.ignored_columns, "schema_source": table.schema.source,
+            "table": table.schema.table,
             "announce": announce + (" (resumed an interrupted run)" if resumed else "")}
 
 
@@ -453,7 +456,8 @@ def _data_fingerprint(native_spacing: list, extents: dict, plan: preprocess.Plan
 
 
 def _export_reports(path: Path, kept: list, table: reports_table.ReportsTable, secret: bytes) -> None:
-    """reports.csv keyed by series: age, sex, coded site, the declared columns and the pathology grades."""
+    """reports.csv keyed by series: age, sex, coded site, the exposures and covariates and the pathology grades,
+    under spinejax's names (cohort_schema.json beside it says what each is)."""
     declared, pathology = table.declared_columns, table.pathology_columns
     rows = [{"series_key": key, "subject_key": pseudonym.subject_key(report["subject_id"], secret),
              "split": split, "age": report["age"], "sex": report["sex"], "site": report["site"],
