@@ -33,7 +33,8 @@ setup() {
     "${PY}" -m pip install --quiet --upgrade pip
     "${PY}" -m pip install --quiet -r requirements.txt
     # spinejax itself, editable: its commands then run from any directory with .venv/bin/python
-    "${PY}" -m pip install --quiet --no-deps -e .
+    "${PY}" -m pip install --quiet --no-deps -e . > .venv/spinejax-install.log 2>&1 \
+      || { cat .venv/spinejax-install.log; exit 1; }  # setuptools' build warnings only when it fails
     echo "${want}" > "${stamp}"
   else
     echo "requirements.txt unchanged since the last install; nothing to install"
