@@ -72,7 +72,7 @@ def associate(data: pd.DataFrame, factors: pd.DataFrame, exposures: dict, covari
     covariates = covariates or {}
     base = data[["sag", "age", "sex", "site"]].copy()
     base["age_c"] = base["age"] - base["age"].mean()
-    adjust = []
+    adjust, left_out = [], []
     for i, (name, spec) in enumerate(covariates.items()):
         column = f"covariate_{i}"  # formula-safe, whatever the schema called it
         values = data[name]
@@ -81,14 +81,18 @@ def associate(data: pd.DataFrame, factors: pd.DataFrame, exposures: dict, covari
         else:
             base[column] = pd.to_numeric(values, errors="coerce")
         adjust.append((column, spec["type"] == "categorical"))
+        if base[column].isna().any():
+            left_out.append(f"{int(base[column].isna().sum())} without {name}")
     base = base.dropna(subset=[c for c, _ in adjust])
+    covariate_note = f"left out for a blank covariate: {', '.join(left_out)}" if left_out else ""
     rows = []
     for name in factors.columns:
         spec = exposures.get(name, _CONDITION)
         info = {"factor": name, "kind": "exposure" if name in exposures else "condition", "type": spec["type"],
                 "region": "" if name in exposures else (name.split("@")[1] if "@" in name else "any")}
         frame = base.join(factors[name].rename("factor")).dropna(subset=["factor"])
-        rows += _fit(frame, info, spec, adjust)
+        rows += [{**r, "note": "; ".join(n for n in (r.get("note", ""), covariate_note) if n)}
+                 for r in _fit(frame, info, spec, adjust)]
     table = pd.DataFrame(rows).reindex(columns=COLUMNS)
     tested = table["p"].notna()
     if tested.any():
@@ -97,31 +101,43 @@ def associate(data: pd.DataFrame, factors: pd.DataFrame, exposures: dict, covari
     return table
 
 
-def _fit(frame: pd.DataFrame, info: dict, spec: dict, adjust: list[tuple[str, bool]]) -> list[dict]:
-    """Rows of one factor's model: one per level of a categorical exposure, else one."""
+def _contrasts(frame: pd.DataFrame, info: dict, spec: dict) -> tuple[list[tuple], str]:
+    """([(level, reference, indicator or values, why not estimable or '')], reference) of one factor."""
+    values = frame["factor"]
     if spec["type"] == "categorical":
         reference = spec["reference"]
-        contrasts = [(level, (frame["factor"] == level).astype(float)) for level in spec["levels"]
-                     if level != reference]
-        n_reference = int((frame["factor"] == reference).sum())
-    else:
-        level = "per unit" + (f" ({spec['unit']})" if spec.get("unit") else "") if spec["type"] == "number" else (
-            "present" if info["kind"] == "condition" else "yes")
-        reference = "" if spec["type"] == "number" else ("absent" if info["kind"] == "condition" else "no")
-        contrasts = [(level, frame["factor"].astype(float))]
-        n_reference = int((frame["factor"] == 0).sum()) if spec["type"] != "number" else len(frame)
+        n_reference = int((values == reference).sum())
+        out = []
+        for level in spec["levels"]:
+            if level == reference:
+                continue
+            n_level = int((values == level).sum())
+            why = ("fewer than 2 people at the reference level" if n_reference < 2 else
+                   "fewer than 2 people at this level" if n_level < 2 else "")
+            out.append((level, n_level, (values == level).astype(float), why))
+        return out, reference
+    if spec["type"] == "number":
+        unit = f" ({spec['unit']})" if spec.get("unit") else ""
+        why = "fewer than 3 distinct values" if values.nunique() < 3 else ""
+        return [(f"per unit{unit}", len(frame), values.astype(float), why)], ""
+    exposed = int(values.eq(1).sum())
+    why = "fewer than 2 people with it" if exposed < 2 else (
+        "fewer than 2 people without it" if len(frame) - exposed < 2 else "")
+    level, reference = ("present", "absent") if info["kind"] == "condition" else ("yes", "no")
+    return [(level, exposed, values.astype(float), why)], reference
+
+
+def _fit(frame: pd.DataFrame, info: dict, spec: dict, adjust: list[tuple[str, bool]]) -> list[dict]:
+    """Rows of one factor's model: one per level of a categorical exposure (each against the reference level,
+    in one model), else one. A level too rare, or a factor confounded with age, sex, site or a covariate, gets
+    a note and no estimate."""
+    contrasts, reference = _contrasts(frame, info, spec)
     rows, terms = [], []
-    for i, (level, indicator) in enumerate(contrasts):
-        exposed = int(indicator.ne(0).sum()) if spec["type"] != "number" else int(indicator.nunique())
-        term = info["factor"] if spec["type"] != "categorical" else f"{info['factor']}={level}"
-        row = {**info, "term": term, "level": level, "reference": reference, "n": len(frame), "n_with": exposed}
-        if spec["type"] == "number":
-            row["n_with"] = len(frame)
-            enough = exposed >= 3  # a slope needs three distinct values
-        else:
-            enough = exposed >= 2 and n_reference >= 2
-        if not enough:
-            rows.append({**row, "note": "too few people with or without it to estimate"})
+    for i, (level, n_with, indicator, why) in enumerate(contrasts):
+        term = f"{info['factor']}={level}" if spec["type"] == "categorical" else info["factor"]
+        row = {**info, "term": term, "level": level, "reference": reference, "n": len(frame), "n_with": n_with}
+        if why:
+            rows.append({**row, "note": why})
             continue
         frame = frame.assign(**{f"contrast_{i}": indicator})
         rows.append(row)
@@ -129,17 +145,21 @@ def _fit(frame: pd.DataFrame, info: dict, spec: dict, adjust: list[tuple[str, bo
     if not terms:
         return rows
     if spec["type"] == "categorical":  # levels too rare to estimate join no group: leave them out of the model
-        kept = {r["level"] for r in rows if "note" not in r} | {spec["reference"]}
+        kept = {r["level"] for r in rows if "note" not in r} | {reference}
         frame = frame[frame["factor"].isin(kept)]
+        if len(frame) == 0:
+            return rows
     formula = ["age_c", "I(age_c ** 2)"] + [f"C({c})" for c in ("sex", "site") if frame[c].nunique() > 1]
     formula += [(f"C({c})" if categorical else c) for c, categorical in adjust if frame[c].nunique() > 1]
-    fit = smf.ols("sag ~ " + " + ".join(terms + formula), data=frame).fit(cov_type="HC3")
+    model = smf.ols("sag ~ " + " + ".join(terms + formula), data=frame)
+    estimated = [r for r in rows if "note" not in r]
+    if np.linalg.matrix_rank(model.exog) < model.exog.shape[1]:  # aliased: any estimate would be arbitrary
+        for row in estimated:
+            row.update(n=len(frame), note="not estimable: confounded with age, sex, site or a covariate")
+        return rows
+    fit = model.fit(cov_type="HC3")
     intervals = fit.conf_int()
-    estimated = iter(terms)
-    for row in rows:
-        if "note" in row:
-            continue
-        term = next(estimated)
+    for row, term in zip(estimated, terms):
         row.update(n=len(frame), effect_years=fit.params[term], ci_low=intervals.loc[term, 0],
                    ci_high=intervals.loc[term, 1], se=fit.bse[term], p=fit.pvalues[term], note="")
     return rows

@@ -31,6 +31,7 @@ from absl import app, flags
 
 from analysis import associations, figures, spine_age_gap
 from data_prep.cohort import schema as cohort_schema
+from spinejax.errors import one_line_errors
 
 LIBRARIES = ("jax", "flax", "optax", "orbax-checkpoint", "grain", "numpy", "pandas", "statsmodels", "matplotlib")
 
@@ -192,4 +193,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    app.run(one_line_errors(main))

@@ -1,7 +1,7 @@
 """Command line of the records stage (data_prep.records.build_records): a cohort folder to ArrayRecord shards.
 
     python -m data_prep.build_records --input=COHORT_DIR --out=RECORDS_DIR [--config=configs/records.py]
-        [--config.workers=2 ...] [--schema=COHORT_DIR/cohort_schema.yaml] [--secret_file=PATH]
+        [--config.workers=2 ...] [--config.schema_file=PATH] [--secret_file=PATH]
 """
 
 from pathlib import Path
@@ -19,7 +19,7 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
     """Command-line flags, defined only when this module is the program (so others can import it)."""
-    flags.DEFINE_string("input", None, "Cohort folder (dicom/, nifti/, masks/, reports.csv).")
+    flags.DEFINE_string("input", None, "Cohort folder (dicom/, nifti/, masks/, reports table, cohort_schema.yaml).")
     flags.DEFINE_string("out", None, "Records folder to write.")
     flags.DEFINE_string("secret_file", None, "File holding the secret for keyed hashes (else $SPINEJAX_SECRET).")
     config_flags.DEFINE_config_file("config", records_config.__file__, "Records config (configs/records.py[:paper]).")
@@ -36,13 +36,13 @@ def main(argv: list[str]) -> None:
     elif manifest["announce"]:
         print(manifest["announce"])
     print(f"{c['inputs']} inputs: {c['processed']} processed, {c['failed']} failed; {c['records']} records, "
-          f"{c['region_failures']} region failures; reports.csv: {c['rows']} rows, {c['rows_used']} used, "
+          f"{c['region_failures']} region failures; {manifest['table']}: {c['rows']} rows, {c['rows_used']} used, "
           f"{c['rows_rejected']} rejected; plan {manifest['plan_hash']} -> {FLAGS.out}")
     for o in manifest["outcomes"]:  # paths go to the operator's console, not to outputs
         print(f"failed: {walk.printable(o['where'])} ({o['kind']}{', ' + o['region'] if o['region'] else ''}): "
               f"[{o['code']}] {o['message']}")
     for r in manifest["rejections"]:
-        print(f"rejected: reports.csv line {r['line']}: [{r['code']}]")
+        print(f"rejected: {manifest['table']} line {r['line']}: [{r['code']}]")
     if manifest["ignored_columns"]:  # names on the console only: a header may hold anything
         names = walk.printable(", ".join(manifest["ignored_columns"]))
         print(f"{len(manifest['ignored_columns'])} column(s) of {manifest['table']} not named by "

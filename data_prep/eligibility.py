@@ -1,7 +1,7 @@
 """Command line of normal-spine eligibility (data_prep.normal.eligibility): which spines train the model.
 
     python -m data_prep.eligibility --input=COHORT_DIR --out=DIR [--config=configs/eligibility.py]
-        [--config.umap.n_neighbors=30 ...] [--schema=COHORT_DIR/cohort_schema.yaml] [--secret_file=PATH]
+        [--config.umap.n_neighbors=30 ...] [--config.schema_file=PATH] [--secret_file=PATH]
 """
 
 from pathlib import Path
@@ -10,7 +10,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from configs import eligibility as eligibility_config
-from data_prep.cohort import pseudonym
+from data_prep.cohort import pseudonym, walk
 from data_prep.normal.eligibility import run
 from spinejax.errors import one_line_errors
 
@@ -19,7 +19,7 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
     """Command-line flags, defined only when this module is the program (so others can import it)."""
-    flags.DEFINE_string("input", None, "Cohort folder holding reports.csv.")
+    flags.DEFINE_string("input", None, "Cohort folder holding the reports table (and cohort_schema.yaml).")
     flags.DEFINE_string("out", None, "Output folder.")
     flags.DEFINE_string("secret_file", None, "File holding the secret for keyed hashes (else $SPINEJAX_SECRET).")
     config_flags.DEFINE_config_file("config", eligibility_config.__file__, "Eligibility config file.")
@@ -36,6 +36,12 @@ def main(argv: list[str]) -> None:
     print(f"{c['rows']} series: {c['eligible']} eligible, {c['ineligible_valid']} ineligible, "
           f"{c['invalid']} invalid rows; {c['clusters']} clusters ({c['common_clusters']} common), "
           f"{c['noise']} noise; {summary['seconds']:.1f} s -> {FLAGS.out}/eligibility.csv")
+    if summary["ignored_columns"]:  # names on the console only: a header may hold anything
+        names = walk.printable(", ".join(summary["ignored_columns"]))
+        print(f"{len(summary['ignored_columns'])} column(s) of the reports table not named by its schema, not read: "
+              f"{names}")
+    for warning in summary.get("warnings", []):
+        print(f"warning: {warning}")
     for code, n in c["invalid_by_code"].items():
         print(f"invalid rows: {n} [{code}] (eligibility.csv says which)")
     if c["small_cohort_fallback"]:

@@ -141,3 +141,19 @@ def test_categorical_and_numeric_exposures_against_their_reference_with_a_covari
     assert table.loc["pack_years", "n"] == n
     unadjusted = associations.associate(data, factors, exposures).set_index("term")
     assert unadjusted.loc["smoking=current", "ci_low"] > 3.0  # confounded by BMI without the covariate
+
+
+def test_an_exposure_confounded_with_site_is_not_estimated_and_blank_covariates_are_counted():
+    # One hospital coded "not asked" as "no": the exposure is the site. Any estimate would be arbitrary.
+    rng = np.random.default_rng(4)
+    n = 200
+    site = rng.choice(["A", "B"], n)
+    data = pd.DataFrame({"sag": rng.normal(0, 3, n), "age": rng.uniform(30, 80, n), "sex": rng.choice(["F", "M"], n),
+                         "site": site, "heavy": (site == "A").astype(float),
+                         "bmi": np.where(np.arange(n) < 30, np.nan, rng.normal(27, 4, n))})
+    exposures = {"heavy": {"type": "yes_no"}}
+    table = associations.associate(data, associations.factor_table(data, exposures), exposures,
+                                   {"bmi": {"type": "number"}})
+    row = table.iloc[0]
+    assert np.isnan(row["effect_years"]) and np.isnan(row["p"]) and "confounded" in row["note"]
+    assert "30 without bmi" in row["note"] and row["n"] == n - 30

@@ -132,9 +132,18 @@ def test_a_column_the_schema_names_but_the_table_lacks_is_refused_by_name(tmp_pa
     (lambda s: s.replace("column: BMI", "column: PackYears"), "PackYears mapped to two fields"),
     (lambda s: s.replace('"9": ""', '"9": X'), "sex_values.9"),
     (lambda s: s.replace("exposures:", "exposures: [\n"), "not valid YAML"),
-    (lambda s: s.replace("[never, former, current]", "[no, yes]").replace("reference: never", "reference: no"),
-     "reads as false; YAML reads yes, no"),  # unquoted yes/no are booleans in YAML
-    (lambda s: s.replace("{none: 0,", "{no: 0,"), "pathology.grades: a key reads as true/false"),
+    (lambda s: s + "exposures:\n  coffee: Coffee\n", "exposures given twice"),  # a second block would win
+    (lambda s: s.replace("range: [0, 150]", "range: '05'"), "range must be two numbers"),
+    (lambda s: s.replace("  heavy_work:", "  split:"), "split taken"),
+    (lambda s: s.replace("  heavy_work:", "  disc_bulge:"), "disc_bulge taken"),  # a condition's name
+    (lambda s: s.replace("canal_stenosis: stenosis", "canal_stenosis: bulge"), "makes the column name"),
+    (lambda s: s.replace("column: BMI", "column: L4-5 bulge"), "a field and a grade"),
+    (lambda s: s.replace("levels: L4-5", "levels: [L4-5]"), "pathology.levels must be one of"),
+    (lambda s: s.replace("columns: {", "columns: {1: X, "), "unknown field"),
+    (lambda s: s.replace("table: ris_export.csv", "table: /etc/hostname"), "table must be a file name"),
+    (lambda s: s.replace("column_pattern: \"{level} {condition}\"", "column_pattern: '{condition.x}{level}'"),
+     "column_pattern must hold"),
+    (lambda s: s.replace('sex_values: {"1": M,', 'sex_values: {F: M, "1": M,'), "already means F"),
 ])
 def test_schema_mistakes_are_refused_naming_the_key(tmp_path, change, expected):
     (tmp_path / "cohort_schema.yaml").write_text(change(SITE_SCHEMA))
@@ -146,3 +155,45 @@ def test_no_schema_file_reads_spinejax_names_and_no_exposures(tmp_path):
     schema = cohort_schema.load(tmp_path)
     assert schema.exposures == () and schema.columns["series_id"] == "series_id"
     assert len(schema.pathology_columns([f"disc_bulge__{lv}" for lv in ("L4-L5", "L4-5", "X1")])) == 1
+
+
+def test_yaml_words_stay_as_written_and_unanswered_words_keep_the_row(tmp_path):
+    # Unquoted no/yes/010 are text here (YAML 1.1 would read false/true/8); NA and '-' are no answer; a
+    # spreadsheet's 2.0 is 2; every bad variable of a row is named.
+    (tmp_path / "cohort_schema.yaml").write_text(
+        "spinejax_cohort_schema: 1\ncolumns: {subject_id: 010}\nsex_values: {1: M, 2: F}\n"
+        "exposures:\n  drinks: {column: Drinks, type: categorical, levels: [no, yes, 2], reference: no}\n"
+        "  bmi: {column: BMI, type: number, range: [10, 80]}\npathology: {conditions: [], grades: {no: 0}}\n")
+    (tmp_path / "reports.csv").write_text("series_id,010,age,sex,Drinks,BMI\n"
+                                         "a,s1,40,2.0,NO,NA\nb,s2,41,1,2.0,-\nc,s3,42,1,maybe,1_000\n")
+    table = reports_table.read_cohort(tmp_path)
+    assert table.rows["drinks"].tolist() == ["no", "2"] and table.rows["sex"].tolist() == ["F", "M"]
+    assert table.rows["bmi"].isna().all()
+    (rejected,) = table.rejected
+    assert rejected.code == "bad_value" and "drinks, bmi" in rejected.message
+
+
+def test_a_declared_condition_that_matches_no_column_is_said(tmp_path):
+    (tmp_path / "cohort_schema.yaml").write_text(
+        "spinejax_cohort_schema: 1\npathology: {column_pattern: '{level} {condition}', levels: L4-5,\n"
+        "  conditions: {disc_bulge: bulge, fracture: fx}}\n")
+    (tmp_path / "reports.csv").write_text("series_id,subject_id,age,L4-5 bulge,L1 Fx\na,s,40,1,0\n")
+    table = reports_table.read_cohort(tmp_path)
+    assert table.pathology_columns == ["disc_bulge__L4-L5"] and table.missing_conditions == ["fracture"]
+    assert "fracture" in table.warnings()[0] and "L1 Fx" not in table.warnings()[0]
+
+
+def test_held_out_sites_must_be_sites_of_the_table(tmp_path):
+    from configs import records as records_config
+    from data_prep.records import build_records
+
+    (tmp_path / "reports.csv").write_text("series_id,subject_id,age,site\na,s1,40,North Valley\nb,s2,50,South\n")
+    table = reports_table.read_cohort(tmp_path)
+    config = records_config.get_config()
+    config.test_sites = ("North Valley",)
+    rows = build_records.usable_rows(table, b"k" * 32, config)
+    assert rows["a"]["split"] == "test" and rows["b"]["split"] != "test"
+    config.test_sites = ("North Valey",)  # a typo would hold no one out, and the name would reach the manifest
+    with pytest.raises(InputError, match="1 of 1 match no site") as error:
+        build_records.usable_rows(table, b"k" * 32, config)
+    assert "Valey" not in str(error.value)

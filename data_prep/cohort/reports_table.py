@@ -40,8 +40,6 @@ import pandas as pd
 from data_prep.cohort import schema as cohort_schema
 from spinejax.errors import InputError
 
-SEX_CODES = {"f": "F", "female": "F", "m": "M", "male": "M", "o": "O", "other": "O", "": "", "u": "",
-             "unknown": ""}
 YES_NO = {"1": 1.0, "0": 0.0, "1.0": 1.0, "0.0": 0.0, "yes": 1.0, "no": 0.0, "y": 1.0, "n": 0.0,
           "true": 1.0, "false": 0.0}
 _DICOM_AGE = re.compile(r"^(\d{1,3})\s*([YMWD])$", re.IGNORECASE)
@@ -78,6 +76,21 @@ class ReportsTable:
     ignored_columns: list[str]  # console only: a header may hold anything
     sha256: str
     schema: cohort_schema.Schema
+
+    @property
+    def missing_conditions(self) -> list[str]:
+        """Declared conditions with no grade column in the table (a pattern or level notation that does not fit)."""
+        found = {c.split("__", 1)[0] for c in self.pathology_columns}
+        return [c for c in self.schema.conditions if c not in found]
+
+    def warnings(self) -> list[str]:
+        """What a run should say about the table as a whole (spinejax's words and declared names only)."""
+        missing = self.missing_conditions
+        if not missing or not self.pathology_columns:  # no grades at all: the stages say so themselves
+            return []
+        return [f"{len(missing)} declared condition(s) match no column of the table ({', '.join(missing)}): check "
+                "the schema's column_pattern, words and level notation; they are absent from eligibility and the "
+                "associations"]
 
     @property
     def site_declared(self) -> bool:
@@ -138,21 +151,36 @@ def _declared_columns(schema: cohort_schema.Schema) -> dict[str, str]:
     return out
 
 
-def _variable_value(text: str, variable: cohort_schema.Variable) -> tuple[bool, object]:
-    """(ok, value) of one cell of an exposure or covariate; blank is ok and unanswered."""
+def _as_written(text: str, vocabulary) -> str:
+    """`text`, or its integer spelling when a spreadsheet wrote the number 2 as '2.0' and only '2' is known."""
+    if text not in vocabulary and text.endswith(".0") and text[:-2].isdigit():
+        return text[:-2]
+    return text
+
+
+def _variable_value(text: str, variable: cohort_schema.Variable, unanswered: tuple[str, ...]
+                    ) -> tuple[bool, object]:
+    """(ok, value) of one cell of an exposure or covariate; blank or a word of `unanswered` is ok and
+    unanswered (NaN, or '' for a categorical)."""
+    word = text.lower()
+    if variable.type == "categorical":
+        levels = {v.lower(): v for v in variable.levels}
+        word = _as_written(word, levels)
+        if word in levels:
+            return True, levels[word]
+        return (True, "") if word in unanswered else (False, None)
+    if word in unanswered:
+        return True, np.nan
     if variable.type == "yes_no":
-        return (True, np.nan) if not text else ((text.lower() in YES_NO), YES_NO.get(text.lower()))
-    if variable.type == "number":
-        if not text:
-            return True, np.nan
-        try:
-            value = float(text)
-        except ValueError:
-            return False, None
-        low, high = variable.range or (-math.inf, math.inf)
-        return math.isfinite(value) and low <= value <= high, value
-    levels = {v.lower(): v for v in variable.levels}
-    return (True, "") if not text else (text.lower() in levels, levels.get(text.lower()))
+        return word in YES_NO, YES_NO.get(word)
+    try:
+        if "_" in text:  # float() reads 1_000 as 1000
+            raise ValueError
+        value = float(text)
+    except ValueError:
+        return False, None
+    low, high = variable.range or (-math.inf, math.inf)
+    return math.isfinite(value) and low <= value <= high, value
 
 
 def read_cohort(cohort: Path, schema_file: str = "") -> ReportsTable:
@@ -209,7 +237,7 @@ def _rows(text: str, header: list[str], schema: cohort_schema.Schema, pathology:
     rejections)."""
     where = {c: i for i, c in enumerate(header)}
     field = {f: where.get(schema.columns.get(f, f)) for f in cohort_schema.FIELDS}  # None: an optional one absent
-    sex_codes = {**SEX_CODES, **schema.sex_values}
+    sex_codes = {**cohort_schema.STANDARD_SEX, **schema.sex_values}
     low, high = schema.age_range_years
     records, rejected = [], []
     body = csv.reader(io.StringIO(text, newline=""))
@@ -246,13 +274,14 @@ def _rows(text: str, header: list[str], schema: cohort_schema.Schema, pathology:
         if not low < age <= high:
             reject("age_out_of_range", "age", f"line {line_number}: age outside ({low:g}, {high:g}] years")
             continue
-        sex = sex_codes.get(cell["sex"].lower())
+        sex = sex_codes.get(_as_written(cell["sex"].lower(), sex_codes))
         if sex is None:
             reject("bad_sex", "sex", f"line {line_number}: sex is not F, M, O (female, male, other), one of the "
                                      "schema's sex_values, or blank")
             continue
         site = cell["site"]
         if schema.site_codes:
+            site = _as_written(site, schema.site_codes)
             if site not in schema.site_codes:
                 reject("undeclared_site", "site", f"line {line_number}: site is not one of the "
                                                   f"{len(schema.site_codes)} declared in site_codes")
@@ -260,15 +289,15 @@ def _rows(text: str, header: list[str], schema: cohort_schema.Schema, pathology:
             site = schema.site_codes[site]
         row = {"series_id": cell["series_id"], "subject_id": cell["subject_id"], "age": age, "sex": sex,
                "site": site, "line": line_number}
-        bad = None
+        bad = []
         for variable in schema.variables:
-            ok, value = _variable_value(fields[where[variable.column]].strip(), variable)
+            ok, value = _variable_value(fields[where[variable.column]].strip(), variable, schema.unanswered)
             if not ok:
-                bad = variable.name
-                break
+                bad.append(variable.name)
             row[variable.name] = value
         if bad:
-            reject("bad_value", bad, f"line {line_number}: {bad} is outside its declared vocabulary")
+            reject("bad_value", bad[0], f"line {line_number}: {', '.join(bad)} outside the declared vocabulary "
+                                        "(levels, yes/no, a number in range, or a word of `unanswered`)")
             continue
         grades = [_grade(fields[where[column]], schema) for column in pathology]
         if any(g is None for g in grades):
@@ -287,6 +316,4 @@ def _grade(text: str, schema: cohort_schema.Schema) -> int | None:
     text = text.strip().lower()
     if not text:
         return schema.blank_grade
-    if text not in schema.grades and text.endswith(".0") and text[:-2].isdigit():
-        text = text[:-2]
-    return schema.grades.get(text)
+    return schema.grades.get(_as_written(text, schema.grades))

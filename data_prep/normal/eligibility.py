@@ -3,9 +3,10 @@
     python -m data_prep.eligibility --input=COHORT_DIR --out=DIR [--config=configs/eligibility.py]
         [--config.umap.n_neighbors=30 ...] [--secret_file=PATH]
 
-Reads COHORT_DIR/reports.csv (one row per series) and writes to DIR:
+Reads the cohort's reports table (one row per series; COHORT_DIR/reports.csv or what its cohort schema
+names) and writes to DIR:
     eligibility.csv        series_key, subject_key, cluster, membership, eligible, code, reason (one row per
-                           row of reports.csv, in file order: rejected rows too (data_prep.cohort.reports_table),
+                           row of the table, in file order: rejected rows too (data_prep.cohort.reports_table),
                            with cluster -2, their code and the reason in spinejax's words)
     clusters.csv           per cluster: size, shares, age summary, common or rare, condition prevalence
     embedding.csv          series_key, cluster, umap_0, umap_1, ...
@@ -53,7 +54,7 @@ def features_for(graded: pd.DataFrame, config: ml_collections.ConfigDict) -> pd.
 
 
 def read_table(input_dir: Path, config: ml_collections.ConfigDict) -> reports_table.ReportsTable:
-    """The cohort's reports.csv, checked row by row (data_prep.cohort.reports_table); refuses a table with no
+    """The cohort's reports table, checked row by row (data_prep.cohort.reports_table); refuses a table with no
     pathology grades."""
     table = reports_table.read_cohort(Path(input_dir), config.schema_file)
     if not table.pathology_columns:
@@ -85,9 +86,9 @@ def run(input_dir: Path, out: Path, config: ml_collections.ConfigDict, secret: b
         if previous.is_file():
             done = json.loads(previous.read_text())
             if {k: done.get(k) for k in stamp} == stamp:
-                return {**done, "skipped": True}
+                return {**done, "skipped": True, "ignored_columns": []}
         if len(table.rows) == 0:
-            raise InputError(f"reports.csv: none of its {table.n_rows} rows is usable "
+            raise InputError(f"{table.schema.table}: none of its {table.n_rows} rows is usable "
                              f"({len(table.rejected)} rejected); nothing to cluster")
         start = time.perf_counter()
         features, ages = usable_features(table, config)
@@ -98,7 +99,7 @@ def run(input_dir: Path, out: Path, config: ml_collections.ConfigDict, secret: b
             result = normal_spines.find_normal_spines(features.to_numpy(np.float32), ages, config)
         except normal_spines.TooFewProfiles as error:
             if config.small_cohort_policy != "all_valid":
-                raise InputError(f"reports.csv: {error}") from None
+                raise InputError(f"{table.schema.table}: {error}") from None
             result = normal_spines.everyone(len(ages), ages, config, "too few distinct pathology profiles to embed")
         seconds = time.perf_counter() - start
         folder.start(stamp)
@@ -116,15 +117,16 @@ def run(input_dir: Path, out: Path, config: ml_collections.ConfigDict, secret: b
             **stamp, "counts": counts,
             "features": {"kind": config.features, "count": int(features.shape[1])},
             "seconds": round(seconds, 2), "libraries": {n: importlib.metadata.version(n) for n in LIBRARIES},
+            "warnings": table.warnings(),
         }
         (folder.partial / "summary.json").write_text(json.dumps(summary, indent=1))
         folder.commit()
-    return {**summary, "skipped": False}
+    return {**summary, "skipped": False, "ignored_columns": table.ignored_columns}  # console only
 
 
 def _write(out: Path, table: reports_table.ReportsTable, result: normal_spines.Eligibility, ages: np.ndarray,
            secret: bytes) -> None:
-    """eligibility.csv (every row of reports.csv, in file order), clusters.csv, embedding.csv, pictures."""
+    """eligibility.csv (every row of the table, in file order), clusters.csv, embedding.csv, pictures."""
     usable = pd.DataFrame({
         "line": table.rows["line"].to_numpy(),
         "series_key": [pseudonym.series_key(s, secret) for s in table.rows.index],

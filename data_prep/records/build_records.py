@@ -6,7 +6,8 @@
 Inputs: every DICOM series under COHORT_DIR/dicom (data_prep.dicom_series: classic and Enhanced MR, any
 nesting) and every NIfTI scan under COHORT_DIR/nifti (`.nii` or `.nii.gz`, any letter case, subfolders
 allowed; the series id is the file name without its extension), each with its mask
-COHORT_DIR/masks/<series id>.nii[.gz] and its row of COHORT_DIR/reports.csv (data_prep.cohort.reports_table).
+COHORT_DIR/masks/<series id>.nii[.gz] and its row of the reports table (COHORT_DIR/reports.csv, or the
+table its cohort schema names: data_prep.cohort.schema, data_prep.cohort.reports_table).
 Each input becomes records (one per region) or one failure row with a reason code; a region that cannot be
 cut (a lumbar-only scan has no whole spine) is a failure row of its own. The codes are listed in
 docs/ingestion.md. The same series reachable twice (DICOM and its NIfTI, `X.nii` and `X.nii.gz`)
@@ -16,8 +17,9 @@ Outputs in RECORDS_DIR (data_prep.output_folder: written whole, never over the u
     <region>/<split>-NNNNN-of-MMMMM.array_record   records (spinejax.records), group_size:1
     index.csv        one row per record: keys, split, region, age, sex, site, levels_missing, cropped, shard, position
     failures.csv     one row per input, file or region not made into records: input_key, kind, region, code, reason
-    rejections.csv   one row per reports.csv row not used: line, series_key, code, column, reason
-    reports.csv      the used rows keyed by series, declared columns only (for the analysis)
+    rejections.csv   one row per reports table row not used: line, series_key, code, column, reason
+    reports.csv      the used rows keyed by series, under spinejax's names, declared columns only (for the analysis)
+    cohort_schema.json  what each exposure and covariate is (type, levels, reference), the conditions
     manifest.json    plan, counts (inputs = processed + failed; rows = used + rejected), fingerprints, versions
     qc_<region>.png  mid-sagittal slices of random records with the mask outline
 De-identification: outputs hold keyed hashes, numbers, spinejax's own words and declared categories only;
@@ -271,6 +273,10 @@ def usable_rows(table: reports_table.ReportsTable, secret: bytes, config: ml_col
         subjects.setdefault(row["subject_id"], (key, set()))[1].add(row["site"])  # as written: test_sites' terms
         row["site"] = site_code(row["site"], secret, table.site_declared)
     test_sites = tuple(config.test_sites)
+    unknown = [s for s in test_sites if s not in {site for _, sites in subjects.values() for site in sites}]
+    if unknown:  # never written: a raw hospital name must not reach the manifest
+        raise InputError(f"config.test_sites: {len(unknown)} of {len(test_sites)} match no site of the table"
+                         f"{' (give the codes of site_codes)' if table.site_declared else ''}")
     mixed = sum(1 for _, sites in subjects.values() if len(sites & set(test_sites)) and len(sites - set(test_sites)))
     if mixed:
         raise InputError(f"{mixed} subject(s) have series at a held-out test site and at another site: they would "
@@ -358,8 +364,8 @@ def _assemble(partial: Path, inputs: list[dict], keys: list[str], listed_failure
         if item["series_id"] not in rows:
             failed_inputs += 1
             code = "report_row_rejected" if item["series_id"] in rejected_ids else "no_report_row"
-            message = ("its reports.csv row was rejected (rejections.csv says why)" if code == "report_row_rejected"
-                       else "no row for this series in reports.csv")
+            message = ("its reports table row was rejected (rejections.csv says why)"
+                       if code == "report_row_rejected" else "no row for this series in the reports table")
             outcomes.append(_failure(item["kind"], item["where"], code, message, item["series_id"]))
             continue
         cached = np.load(_cache_path(partial, key))
@@ -420,9 +426,10 @@ def _assemble(partial: Path, inputs: list[dict], keys: list[str], listed_failure
     if processed + failed_inputs != n_inputs:
         raise AssertionError(f"counts do not add up: {n_inputs} inputs, {processed} processed, {failed_inputs} failed")
     data_fingerprint = _data_fingerprint(native_spacing, extents, plan)
-    warnings = [f"{r}: the plan's grid crops the anatomy of {v['cropped_share']:.0%} of records (more than "
-                f"{config.max_cropped_share:.0%}); enlarge the grid in the records config"
-                for r, v in data_fingerprint["regions"].items() if v["cropped_share"] > config.max_cropped_share]
+    warnings = table.warnings() + [
+        f"{r}: the plan's grid crops the anatomy of {v['cropped_share']:.0%} of records (more than "
+        f"{config.max_cropped_share:.0%}); enlarge the grid in the records config"
+        for r, v in data_fingerprint["regions"].items() if v["cropped_share"] > config.max_cropped_share]
     manifest = {
         "schema_version": records.SCHEMA_VERSION, "plan": plan.to_json(), "plan_hash": plan.fingerprint(),
         "counts": {"inputs": n_inputs, "processed": processed, "failed": failed_inputs, "records": len(index),
