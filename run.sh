@@ -49,6 +49,15 @@ secret() {  # the key for pseudonymous ids: made once per run folder, kept out o
   fi
 }
 
+predict_check() {  # predict_check KEY: lay out the test split's raw scans, predict them, compare with evaluate
+  local check="${RUN_DIR}/predict_check"
+  "${PY}" -m analysis.prediction_check --stage=layout --cohort="${RUN_DIR}/cohort" --records="${RUN_DIR}/records" \
+    --secret_file="$1" --out="${check}"
+  "${PY}" -m spinejax.predict --model="${RUN_DIR}/bundle" --input="${check}/scans" --out="${check}/predicted"
+  "${PY}" -m analysis.prediction_check --stage=compare --workdir="${RUN_DIR}/train" --secret_file="$1" \
+    --out="${check}"
+}
+
 pipeline() {
   mkdir -p "${RUN_DIR}"
   secret
@@ -80,6 +89,11 @@ pipeline() {
   stage "bias correction, spine age gap, associations, report -> ${RUN_DIR}/train/analysis" \
     "${PY}" -m analysis.report --workdir="${RUN_DIR}/train" --pooled \
     --ground_truth="${RUN_DIR}/cohort/ground_truth.json" --eligibility_dir="${RUN_DIR}/eligibility"
+  stage "model bundle (parameters, plan, bias correction, intervals) -> ${RUN_DIR}/bundle" \
+    "${PY}" -m spinejax.export --workdir="${RUN_DIR}/train" --out="${RUN_DIR}/bundle"
+  # The test split's scans, read from their DICOM and NIfTI files by the predict command, must get exactly
+  # evaluate's predictions; the check also measures the intervals' coverage on them.
+  stage "new scans: the test split's raw scans -> ${RUN_DIR}/predict_check/predicted" predict_check "${key}"
   if command -v chromium > /dev/null; then
     stage "the report in headless Chromium" \
       "${PY}" -m analysis.render_check --report="${RUN_DIR}/train/analysis/report.html"
@@ -93,6 +107,7 @@ pipeline() {
   echo "predictions: ${RUN_DIR}/train/predictions (<split>.csv, metrics.json)"
   echo "Grad-CAM: ${RUN_DIR}/train/gradcam (examples.png, region_shares.csv)"
   echo "report: ${RUN_DIR}/train/analysis/report.html"
+  echo "model bundle: ${RUN_DIR}/bundle (bundle.json, params.npz, SHA256SUMS); new scans: spinejax-predict --model=${RUN_DIR}/bundle --input=FOLDER --out=DIR"
 }
 
 case "${1:-all}" in

@@ -25,8 +25,8 @@ from absl import app, flags, logging
 
 from analysis import figures
 from data_prep.cohort import spine_labels
-from spinejax import evaluate as evaluation
 from spinejax import input_pipeline, losses, models, records
+from spinejax import workdir as workdir_format
 
 
 def gradcam_fn(model: models.AgeCNN, head: losses.AgeHead):
@@ -73,8 +73,8 @@ def region_shares(cam: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> dict
 def run(workdir, n: int = 8, split: str = "test", checkpoint: str = "best", batch: int = 8) -> pd.DataFrame:
     """Maps of every record of `split`; writes the figure and the shares (module docstring)."""
     workdir = Path(workdir)
-    config, run_facts, head = evaluation.load_run(workdir)
-    state, _, step, _ = evaluation.restore(workdir, checkpoint)
+    config, run_facts, head = workdir_format.load_run(workdir)
+    state, _, step, _ = workdir_format.restore(workdir, checkpoint)
     model = models.build(config.model, head.outputs)
     fn = jax.jit(gradcam_fn(model, head))
     variables = {"params": state.params, "batch_stats": state.batch_stats}

@@ -18,7 +18,7 @@ def get_config(arg=None):
     _, values = default.parse_arg(arg)
     if len(values) != 1:
         raise ValueError("give the fraction: --config=configs/data_size.py:0.25 (or :0.25,cpu)")
-    config = default.get_config(arg)
+    config = default.get_config(arg, values_taken=1)
     config.data.fraction = float(values[0])
     config.data.schedule_on_full_data = True
     return config

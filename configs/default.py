@@ -22,8 +22,14 @@ def parse_arg(arg: str | None) -> tuple[str, list[str]]:
     return preset, [p for p in parts if p != "cpu"]
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    preset, _ = parse_arg(arg)
+def get_config(arg: str | None = None, *, values_taken: int = 0) -> ml_collections.ConfigDict:
+    """The config of `arg` ('', 'cpu'); `values_taken`: how many other tokens the calling config file reads
+    itself (data_size.py: the fraction). Any other token is an error, never silently the full network."""
+    preset, values = parse_arg(arg)
+    if len(values) != values_taken:
+        takes = f"; this config file also takes {values_taken} value(s)" if values_taken else ""
+        raise ValueError(f"unknown config argument(s) {', '.join(values) or '(none given)'} in {arg!r}: the preset "
+                         f"is 'cpu' or nothing (the full network){takes}")
     config = ml_collections.ConfigDict()
     config.preset = preset
     config.seed = 0

@@ -1,11 +1,13 @@
 """Checkpoint evaluation: restore a trained model and export its predicted ages.
 
     python -m spinejax.evaluate --workdir=DIR [--checkpoint=best|latest|STEP] [--splits=train,validation,test]
-        [--records_dir=PATH] [--eligibility_csv=PATH]
+        [--records_dir=PATH] [--eligibility_csv=PATH] [--out=FOLDER]
 
 Reads DIR/config.json and DIR/run.json (written by spinejax.main) for the model, its age head and the
 plan hash of the records it was trained on; records of another plan are refused. Every record of each
-split is predicted, eligible or not (the association analysis needs people with conditions). Writes:
+split is predicted, eligible or not (the association analysis needs people with conditions). Writes, into
+DIR/predictions for the best checkpoint on the run's own records (what analysis.report reads), else into
+--out or DIR/predictions-<checkpoint>-<records> (never over another evaluation):
 
     DIR/predictions/<split>.csv   series_key, subject_key, split, region, site, sex, age, predicted_age,
                                   eligible ('' when no eligibility table), checkpoint_step; one row per record
@@ -17,66 +19,55 @@ Multi-process runs use the same flags as spinejax.main (--coordinator ...); proc
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import jax
-import ml_collections
 import numpy as np
 import pandas as pd
 from absl import app, flags, logging
 
-from spinejax import age_metrics, checkpointing, distributed, inference, input_pipeline, losses, steps, train
+from spinejax import age_metrics, distributed, inference, input_pipeline, steps
+from spinejax import workdir as workdir_format
+from spinejax.errors import InputError, one_line_errors
 
 SPLITS = ("train", "validation", "test")
 
 
-def load_run(workdir) -> tuple[ml_collections.ConfigDict, dict, losses.AgeHead]:
-    """(config, run facts, age head) of the run in `workdir`."""
-    workdir = Path(workdir)
-    for name in ("config.json", "run.json"):
-        if not (workdir / name).is_file():
-            raise FileNotFoundError(f"{workdir / name}: missing; is {workdir} a spinejax.main workdir?")
-    config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
-    run = json.loads((workdir / "run.json").read_text())
-    head = run["head"]
-    head = losses.AgeHead(**{**head, "bin_centers_years": tuple(head["bin_centers_years"])})
-    return config, run, head
-
-
-def restore(workdir, checkpoint: str = "best"):
-    """(state, mesh, step) of the chosen checkpoint: 'best' (lowest validation MAE), 'latest' or a step number."""
-    config, run, head = load_run(workdir)
-    manager = checkpointing.manager(workdir, keep=max(1, config.keep_checkpoints), read_only=True)
-    if checkpoint == "best":
-        step = checkpointing.best_step(manager) or manager.latest_step()
-    elif checkpoint == "latest":
-        step = manager.latest_step()
-    else:
-        step = int(checkpoint)
-        if step not in manager.all_steps():
-            raise ValueError(f"{workdir}/checkpoints has no step {step} (has {manager.all_steps()})")
-    if step is None:
-        raise FileNotFoundError(f"{workdir}/checkpoints: no checkpoint to evaluate")
-    mesh = distributed.data_mesh()
-    state, sharding = train.build_state(config, head, tuple(run["grid"]), run["total_steps"], mesh)
-    state = checkpointing.restore(manager, step, checkpointing.abstract_like(state, sharding))
-    return state, mesh, step, sharding
+def output_folder(workdir: Path, checkpoint: str, records_dir: str, own_records: str) -> Path:
+    """Where an evaluation goes by default: W/predictions for the best checkpoint on the run's own records
+    (what the report reads), else W/predictions-<checkpoint>-<records> so nothing of the run's is replaced."""
+    if checkpoint == "best" and Path(records_dir).resolve() == Path(own_records).resolve():
+        return workdir / "predictions"
+    tag = hashlib.sha256(str(Path(records_dir).resolve()).encode()).hexdigest()[:8]
+    return workdir / f"predictions-{checkpoint}-{tag}"
 
 
 def evaluate(workdir, checkpoint: str = "best", splits=SPLITS, records_dir: str | None = None,
-             eligibility_csv: str | None = None) -> dict:
-    """Predicts every record of `splits`, writes the tables (module docstring), returns metrics.json's content."""
+             eligibility_csv: str | None = None, out: str | None = None) -> dict:
+    """Predicts every record of `splits`, writes the tables (module docstring) into `out` (default:
+    output_folder), returns metrics.json's content. A folder holding another checkpoint's or other records'
+    predictions is refused, never overwritten."""
     workdir = Path(workdir)
-    config, run, _ = load_run(workdir)
-    state, mesh, step, sharding = restore(workdir, checkpoint)
+    config, run, _ = workdir_format.load_run(workdir)
+    records_dir = str(Path(records_dir or config.data.records_dir).resolve())
+    out_dir = Path(out) if out else output_folder(workdir, checkpoint, records_dir, config.data.records_dir)
+    previous = out_dir / "metrics.json"
+    if previous.is_file():
+        done = json.loads(previous.read_text())
+        theirs = (str(Path(done.get("records_dir", "")).resolve()), done.get("checkpoint", "best"))
+        if theirs != (records_dir, checkpoint):
+            raise InputError(f"{out_dir} holds the predictions of checkpoint {theirs[1]!r} on {theirs[0]}: give "
+                             "another --out (an evaluation never replaces another)")
+    elif out_dir.exists() and any(out_dir.iterdir()):
+        raise InputError(f"{out_dir} exists and is not a spinejax.evaluate folder: give another --out")
+    state, mesh, step, sharding = workdir_format.restore(workdir, checkpoint)
     _, predict_step = steps.jit_steps(mesh, sharding)
-    records_dir = records_dir or config.data.records_dir
     eligibility_csv = config.data.eligibility_csv if eligibility_csv is None else eligibility_csv
     global_batch = config.batch_size
-    out_dir = workdir / "predictions"
-    report = {"checkpoint_step": step, "plan_hash": run["plan_hash"], "region": run["region"],
-              "records_dir": str(records_dir), "splits": {}}
+    report = {"checkpoint_step": step, "checkpoint": checkpoint, "plan_hash": run["plan_hash"],
+              "region": run["region"], "records_dir": records_dir, "splits": {}}
     index = pd.read_csv(Path(records_dir) / "index.csv", dtype=str, keep_default_na=False)
     for split in splits:
         selection = input_pipeline.select(records_dir, run["region"], split, plan_hash=run["plan_hash"],
@@ -119,6 +110,8 @@ def define_flags():
     flags.DEFINE_list("splits", list(SPLITS), "splits to predict")
     flags.DEFINE_string("records_dir", None, "records to predict (default: the run's)")
     flags.DEFINE_string("eligibility_csv", None, "eligibility table marking who is eligible (default: the run's)")
+    flags.DEFINE_string("out", None, "output folder (default: DIR/predictions for the best checkpoint on the run's "
+                        "records, else DIR/predictions-<checkpoint>-<records>)")
     flags.DEFINE_string("coordinator", "", "multi-process runs: HOST:PORT of process 0, or 'auto'")
     flags.DEFINE_integer("num_processes", 1, "multi-process runs: number of processes")
     flags.DEFINE_integer("process_id", 0, "multi-process runs: this process's index")
@@ -131,9 +124,9 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
     f = flags.FLAGS
     distributed.initialize(f.coordinator, f.num_processes, f.process_id)
-    evaluate(f.workdir, f.checkpoint, tuple(f.splits), f.records_dir, f.eligibility_csv)
+    evaluate(f.workdir, f.checkpoint, tuple(f.splits), f.records_dir, f.eligibility_csv, f.out)
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    app.run(one_line_errors(main))

@@ -82,3 +82,12 @@ def learned_run(training_records, tmp_path_factory):
         "data.eligible_only": False, "num_train_steps": 160, "eval_every": 80, "checkpoint_every": 80, "log_every": 20,
         "keep_checkpoints": 1, "optimizer.warmup_steps": 20})
     return workdir, config, train.train_and_evaluate(config, workdir)
+
+
+@pytest.fixture(scope="session")
+def evaluated(learned_run):
+    """(workdir, metrics) of the learned run's best checkpoint evaluated on every split (W/predictions)."""
+    from spinejax import evaluate
+
+    workdir = learned_run[0]
+    return workdir, evaluate.evaluate(workdir, "best")

@@ -13,13 +13,7 @@ from analysis import ablation, eligibility_truth, gradcam, report
 from configs import eligibility as eligibility_config
 from data_prep.cohort import spine_labels
 from data_prep.normal import eligibility
-from spinejax import evaluate
-
-
-@pytest.fixture(scope="module")
-def evaluated(learned_run):
-    workdir = learned_run[0]
-    return workdir, evaluate.evaluate(workdir, "best")
+from spinejax import workdir as workdir_format
 
 
 def test_every_record_is_predicted_once_with_its_keys(evaluated, training_records):
@@ -41,10 +35,10 @@ def test_every_record_is_predicted_once_with_its_keys(evaluated, training_record
 
 def test_best_latest_and_step_restore_the_right_checkpoint(evaluated):
     workdir, metrics = evaluated
-    assert evaluate.restore(workdir, "latest")[2] == 160
-    assert evaluate.restore(workdir, str(metrics["checkpoint_step"]))[2] == metrics["checkpoint_step"]
+    assert workdir_format.restore(workdir, "latest")[2] == 160
+    assert workdir_format.restore(workdir, str(metrics["checkpoint_step"]))[2] == metrics["checkpoint_step"]
     with pytest.raises(ValueError, match="no step 7"):
-        evaluate.restore(workdir, "7")
+        workdir_format.restore(workdir, "7")
 
 
 def test_region_shares_of_a_map_by_hand():

@@ -33,6 +33,7 @@ do not depend on the worker count.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.metadata
 import json
@@ -170,13 +171,22 @@ def load_scan(item: dict) -> canonical.Volume:
     return canonical.load_nifti(item["files"][0])
 
 
-def process_input(item: dict, report: dict, plan: preprocess.Plan, config: ml_collections.ConfigDict,
-                  secret: bytes) -> dict:
-    """One input to its records or failures: {'records': [...], 'failures': [...], 'native_spacing_mm',
-    'content_sha256' (of the canonical voxels, to find the same scan under two ids)}. Pure apart from
-    reading the input's files; every refusal is a failure with a code, never an exception."""
+@dataclasses.dataclass
+class PreparedScan:
+    """A scan and its mask resampled to the plan's spacing (preprocess.resample), before any region is cut."""
+
+    resampled: tuple
+    present_labels: set
+    native_spacing_mm: list[float]
+    content_sha256: str  # of the canonical voxels: the same scan under two ids
+
+
+def prepare_scan(item: dict, plan: preprocess.Plan, config: ml_collections.ConfigDict) -> PreparedScan | dict:
+    """One listed input read, checked against its mask and resampled; or a failure {'region', 'code',
+    'message'}. Pure apart from reading the input's files; a refusal is a failure, never an exception. The
+    records stage and spinejax.predict both go through it, so a scan is read by one set of rules."""
     def failed(code: str, message: str) -> dict:
-        return {"records": [], "failures": [{"region": "", "code": code, "message": message}]}
+        return {"region": "", "code": code, "message": message}
 
     if item["kind"] == "dicom" and not dicom_series.is_sagittal(item["series"].orientation, config.max_oblique_deg):
         return failed("not_sagittal", f"the slice normal is more than {config.max_oblique_deg:g} degrees from "
@@ -184,7 +194,7 @@ def process_input(item: dict, report: dict, plan: preprocess.Plan, config: ml_co
     try:
         scan = canonical.to_canonical(load_scan(item))
     except Refusal as error:
-        return {"records": [], "failures": [_refused(error)]}
+        return _refused(error)
     if scan.data.shape[0] < plan.min_slices:
         return failed("too_few_slices", f"{scan.data.shape[0]} sagittal slice(s); the plan needs at least "
                                         f"{plan.min_slices} to cover the spine from side to side")
@@ -197,26 +207,41 @@ def process_input(item: dict, report: dict, plan: preprocess.Plan, config: ml_co
     try:
         labels = canonical.to_canonical(canonical.load_nifti(item["mask"], is_label=True))
     except Refusal as error:
-        return {"records": [], "failures": [_refused(error, mask=True)]}
+        return _refused(error, mask=True)
     if scan.data.shape != labels.data.shape or not np.allclose(scan.affine_lps, labels.affine_lps, atol=0.1):
         offset = float(np.abs(scan.affine_lps - labels.affine_lps).max()) if scan.data.shape == labels.data.shape else 0
         return failed("mask_grid", f"mask grid {labels.data.shape} does not match the scan's {scan.data.shape}"
                                    + (f" (position or spacing differ by up to {offset:.2f} mm)" if offset else ""))
-
-    subject_key = pseudonym.subject_key(report["subject_id"], secret)
-    series_key = pseudonym.series_key(item["series_id"], secret)
-    split = report["split"]
-    out = {"records": [], "failures": [], "native_spacing_mm": [float(v) for v in scan.spacing],
-           "content_sha256": hashlib.sha256(scan.data.tobytes()).hexdigest()}
     try:
         resampled = preprocess.resample(scan, labels, plan)
     except Refusal as error:
-        return {"records": [], "failures": [_refused(error)]}
-    present_labels = set(np.flatnonzero(np.bincount(labels.data.ravel().clip(0, 65535))).tolist())
+        return _refused(error)
+    present = set(np.flatnonzero(np.bincount(labels.data.ravel().clip(0, 65535))).tolist())
+    return PreparedScan(resampled, present, [float(v) for v in scan.spacing],
+                        hashlib.sha256(scan.data.tobytes()).hexdigest())
+
+
+def cut(prepared: PreparedScan, plan: preprocess.Plan, region: str) -> tuple[dict, list[str]]:
+    """(the region's arrays (preprocess.cut_region), the levels its mask holds). Raises Refusal."""
+    levels = preprocess.coverage(prepared.present_labels, plan, region)
+    return preprocess.cut_region(*prepared.resampled, plan, region), levels
+
+
+def process_input(item: dict, report: dict, plan: preprocess.Plan, config: ml_collections.ConfigDict,
+                  secret: bytes) -> dict:
+    """One input to its records or failures: {'records': [...], 'failures': [...], 'native_spacing_mm',
+    'content_sha256' (of the canonical voxels, to find the same scan under two ids)}."""
+    prepared = prepare_scan(item, plan, config)
+    if not isinstance(prepared, PreparedScan):
+        return {"records": [], "failures": [prepared]}
+    subject_key = pseudonym.subject_key(report["subject_id"], secret)
+    series_key = pseudonym.series_key(item["series_id"], secret)
+    split = report["split"]
+    out = {"records": [], "failures": [], "native_spacing_mm": prepared.native_spacing_mm,
+           "content_sha256": prepared.content_sha256}
     for region in config.regions:
         try:
-            levels = preprocess.coverage(present_labels, plan, region)
-            arrays = preprocess.cut_region(*resampled, plan, region)
+            arrays, levels = cut(prepared, plan, region)
         except Refusal as error:
             out["failures"].append(_refused(error, region))
             continue
@@ -226,7 +251,7 @@ def process_input(item: dict, report: dict, plan: preprocess.Plan, config: ml_co
                   "levels_present": ",".join(levels)}
         out["records"].append({"region": region, "split": split, "series_key": series_key,
                                "levels_missing": len(preprocess.region_levels(region)) - len(levels),
-                               "extent_mm": preprocess.region_extent_mm(resampled[1], plan, region),
+                               "extent_mm": preprocess.region_extent_mm(prepared.resampled[1], plan, region),
                                "bytes": records.encode(fields)})
     return out
 

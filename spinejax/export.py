@@ -1,0 +1,35 @@
+"""Export a trained run as a model bundle (spinejax.bundle): everything needed to predict on another machine.
+
+    python -m spinejax.export --workdir=W --out=BUNDLE [--checkpoint=best]
+
+Run spinejax.evaluate on W first (its validation predictions calibrate the intervals) and, for the bias
+correction, analysis.report.
+"""
+
+from absl import app, flags, logging
+
+from spinejax import bundle
+from spinejax.errors import one_line_errors
+
+
+def define_flags():
+    flags.DEFINE_string("workdir", None, "a trained and evaluated spinejax.main workdir")
+    flags.DEFINE_string("out", None, "bundle folder to write")
+    flags.DEFINE_string("checkpoint", "best", "'best' (lowest validation MAE), 'latest' or a step")
+    flags.mark_flags_as_required(["workdir", "out"])
+
+
+def main(argv):
+    del argv
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    f = flags.FLAGS
+    facts = bundle.export(f.workdir, f.out, f.checkpoint)
+    widths = facts["interval"]["half_width_years"]
+    print(f"bundle of {facts['region']} checkpoint step {facts['checkpoint_step']} -> {f.out}; bias correction "
+          f"{facts['bias_correction']['method']}; 90% interval +-{widths['0.9']:.2f} years")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(one_line_errors(main))

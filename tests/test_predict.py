@@ -1,0 +1,121 @@
+"""The model bundle and the predict command: the same predictions as evaluate from the raw scans, refused when
+tampered with, partial scans flagged, intervals that cover what they say."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import prediction_check
+from data_prep.cohort import spine_labels
+from spinejax import bundle, evaluate, predictor
+from spinejax.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def exported(evaluated, tmp_path_factory):
+    workdir, _ = evaluated
+    out = tmp_path_factory.mktemp("bundle") / "lumbar-model"
+    return bundle.export(workdir, out), out
+
+
+def test_conformal_intervals_cover_what_they_say():
+    # Exchangeable, heavy-tailed residuals; 300 calibration sets of 200. Split-conformal's coverage is exactly
+    # ceil(201 * level) / 201 in expectation (the mean over sets has a standard error of about 0.001).
+    rng = np.random.default_rng(0)
+    for level in bundle.INTERVAL_LEVELS:
+        covered = [np.mean(np.abs(rng.standard_t(3, 300) * 4) <= bundle.conformal_quantile(
+            rng.standard_t(3, 200) * 4, level)) for _ in range(300)]
+        assert abs(np.mean(covered) - np.ceil(201 * level) / 201) < 0.005, level
+    assert bundle.conformal_quantile(np.ones(5), 0.9) == float("inf")  # too few to promise 90%
+
+
+def test_predict_from_the_raw_scans_equals_evaluate(exported, evaluated, training_records, training_records_secret,
+                                                   tmp_path):
+    facts, model = exported
+    workdir, metrics = evaluated
+    assert facts["checkpoint_step"] == metrics["checkpoint_step"] and facts["region"] == "lumbar"
+    key_file = tmp_path / "key"
+    key_file.write_bytes(training_records_secret)
+    cohort = training_records.parent / "cohort"
+    check = tmp_path / "check"
+    n = prediction_check.layout(cohort, training_records, training_records_secret, check)
+    assert n == metrics["splits"]["test"]["all"]["n"]
+    # The installed console command, run from another directory, in a fresh process.
+    command = shutil.which("spinejax-predict", path=str(Path(sys.executable).parent))
+    assert command, "spinejax-predict is not installed in this environment (./run.sh setup installs it)"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = subprocess.run([command, f"--model={model}", f"--input={check / 'scans'}", f"--out={check / 'predicted'}"],
+                          cwd=elsewhere, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = prediction_check.compare(workdir, training_records_secret, check)
+    assert result["predicted"] == n and result["equal_to_evaluate"] == n, result
+    table = pd.read_csv(check / "predicted" / "predictions.csv")
+    assert (table["status"] == "ok").all()
+    assert table["qc_picture"].map(lambda p: (check / "predicted" / p).is_file()).all()
+    assert (check / "predicted" / "index.html").stat().st_size > 1000
+    # 40 held-out people: the 90% interval's coverage lies in the binomial range a correct method gives.
+    assert 0.75 <= result["interval_coverage"] <= 1.0 and np.isfinite(result["interval_mean_width_years"])
+
+
+def test_a_tampered_or_foreign_bundle_is_refused(exported, tmp_path):
+    _, model = exported
+    changed = shutil.copytree(model, tmp_path / "changed")
+    data = bytearray((changed / "params.npz").read_bytes())
+    data[len(data) // 2] ^= 1
+    (changed / "params.npz").write_bytes(bytes(data))
+    with pytest.raises(InputError, match="params.npz fails its checksum"):
+        bundle.load(changed)
+    newer = shutil.copytree(model, tmp_path / "newer")
+    facts = json.loads((newer / "bundle.json").read_text())
+    bundle.write(newer, {k: v for k, v in facts.items() if k not in ("format_version", "label_convention")},
+                 bundle.load(model).variables)
+    assert bundle.load(newer).facts["checkpoint_step"] == facts["checkpoint_step"]  # re-sealed: accepted
+    text = (newer / "bundle.json").read_text().replace('"format_version": 1', '"format_version": 99')
+    (newer / "bundle.json").write_text(text)
+    (newer / "SHA256SUMS").write_text("".join(f"{bundle._sha256(newer / n)}  {n}\n" for n in bundle.FILES))
+    with pytest.raises(InputError, match="bundle format 99"):
+        bundle.load(newer)
+    with pytest.raises(InputError, match="not a spinejax model bundle"):
+        bundle.load(tmp_path)
+
+
+def test_a_partial_scan_is_flagged_and_a_scan_without_its_region_refused(exported, training_records, tmp_path):
+    _, model = exported
+    cohort = training_records.parent / "cohort"
+    source = sorted((cohort / "nifti").glob("*.nii.gz"))[0]
+    series = source.name.removesuffix(".nii.gz")
+    folder = tmp_path / "scans"
+    (folder / "nifti").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    mask = nib.load(cohort / "masks" / source.name)
+    labels = np.asarray(mask.dataobj)
+    lumbar = [spine_labels.vertebra_label(f"L{i}") for i in range(1, 6)]
+    variants = {"partial": [lumbar[0]],  # L1 gone: 1 of the region's 10 levels, under the refusal share
+                "no-lumbar": lumbar + [spine_labels.disc_label(f"L{i}-L{i + 1}") for i in range(1, 5)]}
+    for name, removed in variants.items():
+        shutil.copy(source, folder / "nifti" / f"{series}-{name}.nii.gz")
+        kept = np.where(np.isin(labels, removed), 0, labels).astype(labels.dtype)
+        nib.save(nib.Nifti1Image(kept, mask.affine, mask.header), folder / "masks" / f"{series}-{name}.nii.gz")
+    table = predictor.predict_folder(model, folder, tmp_path / "out", progress=False)["table"].set_index("series_id")
+    partial = table.loc[f"{series}-partial"]
+    assert partial["status"] == "ok" and partial["levels_missing"] >= 1 and "levels_missing" in partial["qc_flags"]
+    refused = table.loc[f"{series}-no-lumbar"]
+    assert refused["status"] == "refused" and refused["code"] in ("region_partial", "region_absent")
+    assert np.isnan(refused["predicted_age"])
+
+
+def test_evaluate_never_replaces_another_evaluation(evaluated):
+    workdir, _ = evaluated
+    with pytest.raises(InputError, match="never replaces another"):
+        evaluate.evaluate(workdir, "latest", splits=("test",), out=str(workdir / "predictions"))
+    assert evaluate.output_folder(workdir, "latest", str(workdir), str(workdir)).name.startswith("predictions-latest-")
