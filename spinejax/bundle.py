@@ -70,6 +70,38 @@ def conformal_quantile(residuals: np.ndarray, level: float) -> float:
     return float(residuals[rank - 1]) if rank <= len(residuals) else float("inf")
 
 
+REQUIRED = {"checkpoint_step": int, "region": str, "grid": list, "head": dict, "model": dict, "batch_size": int,
+            "preprocessing": dict, "bias_correction": dict, "interval": dict, "training_cohort": dict}
+
+
+def _check_facts(folder: Path, facts: dict) -> None:
+    """bundle.json holds what a prediction needs, and its plan is the one its hash names (InputError)."""
+    wrong = [k for k, kind in REQUIRED.items() if not isinstance(facts.get(k), kind)]
+    if wrong:
+        raise InputError(f"{folder}/bundle.json lacks or mistypes {', '.join(wrong)}: export the bundle again")
+    try:
+        plan = plan_of(facts)
+        consistent = plan.fingerprint() == facts["preprocessing"]["plan_hash"] and \
+            list(plan.grid(facts["region"])) == facts["grid"]
+    except (KeyError, TypeError, ValueError):
+        consistent = False
+    if not consistent:
+        raise InputError(f"{folder}/bundle.json: its preprocessing plan, plan hash and grid disagree: export the "
+                         "bundle again")
+
+
+def plan_of(facts: dict):
+    """The bundle's preprocessing plan (data_prep.records.preprocess.Plan)."""
+    from data_prep.records import preprocess
+
+    plan = facts["preprocessing"]["plan"]
+    return preprocess.Plan(
+        spacing_mm=tuple(plan["spacing_mm"]), grids=tuple((r, tuple(g)) for r, g in plan["grids"]),
+        mask_dilation_mm=plan["mask_dilation_mm"], clip_percentiles=tuple(plan["clip_percentiles"]),
+        crop_margin_mm=plan["crop_margin_mm"], min_slices=plan["min_slices"],
+        max_missing_level_share=plan["max_missing_level_share"])
+
+
 def flatten(variables: dict) -> dict[str, np.ndarray]:
     """{'params/Conv_0/kernel': array, ...}: every leaf of a flax variable tree by its path."""
     leaves = jax.tree_util.tree_flatten_with_path(variables)[0]
@@ -89,7 +121,8 @@ def write(folder: Path, facts: dict, variables: dict) -> None:
     folder = Path(folder)
     facts = {"format_version": FORMAT_VERSION, "label_convention": LABEL_CONVENTION,
              "libraries": {n: importlib.metadata.version(n) for n in LIBRARIES}, **facts}
-    (folder / "bundle.json").write_text(json.dumps(facts, indent=1, sort_keys=True) + "\n")
+    (folder / "bundle.json").write_text(json.dumps(facts, indent=1, sort_keys=True, allow_nan=False,
+                                                   default=int) + "\n")
     np.savez(folder / "params.npz", **flatten(variables))
     (folder / "SHA256SUMS").write_text("".join(f"{_sha256(folder / n)}  {n}\n" for n in FILES))
 
@@ -104,15 +137,22 @@ def load(folder) -> Bundle:
     for line in sums.read_text().splitlines():
         digest, _, name = line.partition("  ")
         listed[name.strip()] = digest.strip()
+    extra = sorted(p.name for p in folder.iterdir() if p.name not in (*FILES, "SHA256SUMS", ".spinejax-output.json"))
+    if extra:
+        raise InputError(f"{folder}: files that are not part of a bundle ({', '.join(extra[:3])}): export it again")
     for name in FILES:
         if name not in listed or not (folder / name).is_file():
             raise InputError(f"{folder}: the bundle lacks {name}")
         if _sha256(folder / name) != listed[name]:
             raise InputError(f"{folder}/{name} fails its checksum: the bundle was changed or damaged; export it again")
-    facts = json.loads((folder / "bundle.json").read_text())
+    try:
+        facts = json.loads((folder / "bundle.json").read_text())
+    except json.JSONDecodeError:
+        raise InputError(f"{folder}/bundle.json is not JSON: export the bundle again") from None
     if facts.get("format_version") != FORMAT_VERSION:
         raise InputError(f"{folder}: bundle format {facts.get('format_version')!r}; this spinejax reads "
                          f"{FORMAT_VERSION}: export it again with this version")
+    _check_facts(folder, facts)
     with np.load(folder / "params.npz", allow_pickle=False) as arrays:
         stored = {k: arrays[k] for k in arrays.files}
     bundle = Bundle(facts, {})
@@ -133,50 +173,88 @@ def export(workdir, out, checkpoint: str = "best") -> dict:
     """Writes the bundle of `workdir`'s `checkpoint` into `out` (data_prep.output_folder: whole, never over the
     user's files); returns bundle.json's facts. Needs spinejax.evaluate's predictions of that checkpoint on the
     run's records (the validation split calibrates the intervals) and, when analysis.report ran on them, takes
-    its bias correction."""
+    its bias correction. Refused when the records' plan is no longer the one the model was trained on."""
     from data_prep import output_folder  # the one writer of output folders, shared with data_prep's stages
+    from spinejax import input_pipeline
     from spinejax import workdir as workdir_format
 
     workdir = Path(workdir)
-    config, run, head = workdir_format.load_run(workdir)
-    state, _, step, _ = workdir_format.restore(workdir, checkpoint)
-    predictions = workdir / "predictions"
-    metrics = predictions / "metrics.json"
-    if not metrics.is_file() or json.loads(metrics.read_text())["checkpoint_step"] != step:
-        raise InputError(f"{predictions}: no evaluation of checkpoint step {step}; run spinejax.evaluate "
-                         f"--workdir={workdir} first (its validation predictions calibrate the intervals)")
-    validation = _read_predictions(predictions / "validation.csv")
-    correction = _bias_correction(workdir, step)
-    calibrated = _apply_correction(correction, validation["predicted_age"].to_numpy())
-    residuals = np.abs(validation["age"].to_numpy(float) - calibrated)
-    manifest = json.loads((Path(config.data.records_dir) / "manifest.json").read_text())
-    train_rows = _read_predictions(predictions / "train.csv")
-    facts = {
-        "checkpoint_step": int(step), "region": run["region"], "grid": list(run["grid"]), "head": run["head"],
-        "model": config.model.to_dict(), "loss": config.loss.to_dict(), "batch_size": int(config.batch_size),
-        "preprocessing": {"plan": manifest["plan"], "plan_hash": manifest["plan_hash"],
-                          "max_oblique_deg": float(manifest["config"]["max_oblique_deg"]),
-                          "data_fingerprint": manifest["data_fingerprint"]},
-        "bias_correction": correction,
-        "interval": {"method": "split-conformal on |age - corrected predicted age|",
-                     "fitted_on": f"validation records of the run (n={len(residuals)}, eligible and not)",
-                     "half_width_years": {str(level): conformal_quantile(residuals, level)
-                                          for level in INTERVAL_LEVELS}},
-        "training_cohort": {
-            "train_records": int(run["train_records"]), "validation_records": int(run["validation_records"]),
-            "age_years": {"min": float(train_rows["age"].min()), "max": float(train_rows["age"].max()),
-                          "mean": float(train_rows["age"].mean())},
-            "sites": sorted(map(str, train_rows["site"].dropna().unique())),
-            "eligible_only": bool(config.data.eligible_only),
-            "eligibility": "normal spines by Canberra distance, UMAP and HDBSCAN (data_prep.eligibility)"
-                           if config.data.eligible_only else "every record"},
-    }
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-    with output_folder.OutputFolder(Path(out), "bundle") as folder:
+    config, run, _ = workdir_format.load_run(workdir)
+    records_dir = Path(config.data.records_dir)
+    manifest = json.loads((records_dir / "manifest.json").read_text())
+    if manifest["plan_hash"] != run["plan_hash"]:
+        raise InputError(f"{records_dir} now holds records of plan {manifest['plan_hash']}, the model was trained on "
+                         f"plan {run['plan_hash']}: the bundle would preprocess new scans differently")
+    predictions = workdir_format.evaluation_folder(workdir, checkpoint, str(records_dir), str(records_dir))
+    with output_folder.OutputFolder(Path(out), "bundle") as folder:  # refuses a bad --out before any work
+        state, _, step, _ = workdir_format.restore(workdir, checkpoint)
+        validation = _evaluated(predictions, "validation", step, workdir, checkpoint)
+        correction = _bias_correction(workdir, step)
+        residuals = _cross_fitted_residuals(validation, correction)
+        train_rows = input_pipeline.select(records_dir, run["region"], "train", plan_hash=run["plan_hash"],
+                                           eligibility_csv=config.data.eligibility_csv,
+                                           eligible_only=config.data.eligible_only).rows
+        widths = {str(level): conformal_quantile(residuals, level) for level in INTERVAL_LEVELS}
+        facts = {
+            "checkpoint_step": int(step), "region": run["region"], "grid": list(run["grid"]), "head": run["head"],
+            "model": config.model.to_dict(), "loss": config.loss.to_dict(), "batch_size": int(config.batch_size),
+            "preprocessing": {"plan": manifest["plan"], "plan_hash": manifest["plan_hash"],
+                              "max_oblique_deg": float(manifest["config"]["max_oblique_deg"]),
+                              "data_fingerprint": manifest["data_fingerprint"]},
+            "bias_correction": correction,
+            "interval": {"method": "split-conformal on |age - corrected predicted age|, the correction cross-fitted "
+                                   "over two halves of the validation subjects",
+                         "fitted_on": f"validation records of the run (n={len(residuals)}, eligible and not)",
+                         # None: too few validation records to promise that coverage
+                         "half_width_years": {k: (v if np.isfinite(v) else None) for k, v in widths.items()}},
+            "training_cohort": {
+                "train_records": len(train_rows), "validation_records": int(run["validation_records"]),
+                "age_years": {"min": float(train_rows["age"].min()), "max": float(train_rows["age"].max()),
+                              "mean": float(train_rows["age"].mean())},
+                "sites": int(train_rows["site"].nunique()), "sexes": dict(train_rows["sex"].value_counts()),
+                "eligible_only": bool(config.data.eligible_only),
+                "eligibility": "normal spines by Canberra distance, UMAP and HDBSCAN (data_prep.eligibility)"
+                               if config.data.eligible_only else "every record"},
+        }
         folder.start({"workdir_step": int(step), "time": _now()})
-        write(folder.partial, facts, jax.tree.map(np.asarray, variables))
+        write(folder.partial, facts, jax.tree.map(np.asarray, {"params": state.params,
+                                                               "batch_stats": state.batch_stats}))
         folder.commit()
     return facts
+
+
+def _evaluated(folder: Path, split: str, step: int, workdir: Path, checkpoint: str):
+    """The evaluation's `split` table of checkpoint `step`; InputError when missing or of another step."""
+    path = folder / f"{split}.csv"
+    table = _read_predictions(path) if path.is_file() else None
+    if table is None or set(table["checkpoint_step"].astype(int)) != {int(step)}:
+        raise InputError(f"{path}: no {split} predictions of checkpoint step {step}; run spinejax.evaluate "
+                         f"--workdir={workdir} --checkpoint={checkpoint} first (they calibrate the intervals)")
+    return table
+
+
+def _cross_fitted_residuals(validation, correction: dict) -> np.ndarray:
+    """|age - corrected predicted age| [n] of the validation records, each corrected by a fit on the other half
+    of the validation subjects: the correction was fitted on these records, and its own residuals would be too
+    small for an honest calibration (a 'none' correction needs no refit)."""
+    from analysis import bias_correction
+
+    age, predicted = validation["age"].to_numpy(float), validation["predicted_age"].to_numpy(float)
+    if correction["method"] == "none":
+        return np.abs(age - predicted)
+    half = validation["subject_key"].map(lambda k: int(hashlib.sha256(k.encode()).hexdigest(), 16) % 2).to_numpy()
+    fitting = np.ones(len(age), bool)
+    if "eligible" in str(correction.get("fit_on", "")):  # as analysis.report fitted it: eligible subjects only
+        fitting = validation["eligible"].astype(str).eq("True").to_numpy()
+    fitted = np.empty_like(age)
+    try:
+        for fold in (0, 1):
+            use = (half != fold) & fitting
+            fit = bias_correction.fit(correction["method"], age[use], predicted[use])
+            fitted[half == fold] = _apply_correction(fit, predicted[half == fold])
+    except bias_correction.CannotFit:  # too few to halve: in-sample, which the interval's note cannot hide
+        return np.abs(age - _apply_correction(correction, predicted))
+    return np.abs(age - fitted)
 
 
 def _now() -> str:

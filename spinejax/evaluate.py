@@ -19,7 +19,6 @@ Multi-process runs use the same flags as spinejax.main (--coordinator ...); proc
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -35,31 +34,31 @@ from spinejax.errors import InputError, one_line_errors
 SPLITS = ("train", "validation", "test")
 
 
-def output_folder(workdir: Path, checkpoint: str, records_dir: str, own_records: str) -> Path:
-    """Where an evaluation goes by default: W/predictions for the best checkpoint on the run's own records
-    (what the report reads), else W/predictions-<checkpoint>-<records> so nothing of the run's is replaced."""
-    if checkpoint == "best" and Path(records_dir).resolve() == Path(own_records).resolve():
-        return workdir / "predictions"
-    tag = hashlib.sha256(str(Path(records_dir).resolve()).encode()).hexdigest()[:8]
-    return workdir / f"predictions-{checkpoint}-{tag}"
-
-
 def evaluate(workdir, checkpoint: str = "best", splits=SPLITS, records_dir: str | None = None,
              eligibility_csv: str | None = None, out: str | None = None) -> dict:
     """Predicts every record of `splits`, writes the tables (module docstring) into `out` (default:
-    output_folder), returns metrics.json's content. A folder holding another checkpoint's or other records'
-    predictions is refused, never overwritten."""
+    spinejax.workdir.evaluation_folder), returns metrics.json's content. A folder holds one evaluation (a
+    checkpoint selector on one set of records): running it again refreshes it whole (the step may have moved
+    as the run trained on); a folder of another selector's or other records' predictions, or of files evaluate
+    did not write, is refused."""
     workdir = Path(workdir)
     config, run, _ = workdir_format.load_run(workdir)
     records_dir = str(Path(records_dir or config.data.records_dir).resolve())
-    out_dir = Path(out) if out else output_folder(workdir, checkpoint, records_dir, config.data.records_dir)
+    out_dir = Path(out) if out else workdir_format.evaluation_folder(workdir, checkpoint, records_dir,
+                                                                    config.data.records_dir)
     previous = out_dir / "metrics.json"
     if previous.is_file():
-        done = json.loads(previous.read_text())
+        try:
+            done = json.loads(previous.read_text())
+        except json.JSONDecodeError:
+            raise InputError(f"{previous} is not an evaluation's metrics.json: give another --out") from None
         theirs = (str(Path(done.get("records_dir", "")).resolve()), done.get("checkpoint", "best"))
         if theirs != (records_dir, checkpoint):
             raise InputError(f"{out_dir} holds the predictions of checkpoint {theirs[1]!r} on {theirs[0]}: give "
                              "another --out (an evaluation never replaces another)")
+        ours = {"metrics.json", *(f"{s}.csv" for s in SPLITS)}
+        if any(p.name not in ours for p in out_dir.iterdir()):
+            raise InputError(f"{out_dir} holds files spinejax.evaluate did not write: give another --out")
     elif out_dir.exists() and any(out_dir.iterdir()):
         raise InputError(f"{out_dir} exists and is not a spinejax.evaluate folder: give another --out")
     state, mesh, step, sharding = workdir_format.restore(workdir, checkpoint)
@@ -69,6 +68,7 @@ def evaluate(workdir, checkpoint: str = "best", splits=SPLITS, records_dir: str 
     report = {"checkpoint_step": step, "checkpoint": checkpoint, "plan_hash": run["plan_hash"],
               "region": run["region"], "records_dir": records_dir, "splits": {}}
     index = pd.read_csv(Path(records_dir) / "index.csv", dtype=str, keep_default_na=False)
+    tables = {}
     for split in splits:
         selection = input_pipeline.select(records_dir, run["region"], split, plan_hash=run["plan_hash"],
                                           eligibility_csv=eligibility_csv)
@@ -81,13 +81,16 @@ def evaluate(workdir, checkpoint: str = "best", splits=SPLITS, records_dir: str 
         table["eligible"] = selection.rows["eligible"] if "eligible" in selection.rows else ""
         table["checkpoint_step"] = step
         report["splits"][split] = split_metrics(table)
-        if jax.process_index() == 0:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            table.to_csv(out_dir / f"{split}.csv", index=False)
+        tables[split] = table
         m = report["splits"][split]["all"]
         print(f"{split}: {m['n']} records, MAE {m['mae']:.2f} y, RMSE {m['rmse']:.2f}, R2 {m['r2']:.3f}, "
               f"r {m['pearson_r']:.3f} (uncorrected; checkpoint step {step})", flush=True)
-    if jax.process_index() == 0:
+    if jax.process_index() == 0:  # the earlier run of this evaluation is replaced whole, never mixed with this one
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("metrics.json", *(f"{s}.csv" for s in SPLITS)):
+            (out_dir / name).unlink(missing_ok=True)
+        for split, table in tables.items():
+            table.to_csv(out_dir / f"{split}.csv", index=False)
         (out_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 

@@ -26,8 +26,12 @@ def main(argv):
     f = flags.FLAGS
     facts = bundle.export(f.workdir, f.out, f.checkpoint)
     widths = facts["interval"]["half_width_years"]
+    shown = ", ".join(f"{float(k):.0%} +-{v:.2f} y" if v is not None else f"{float(k):.0%} none (too few validation "
+                      "records)" for k, v in widths.items())
+    correction = facts["bias_correction"]
     print(f"bundle of {facts['region']} checkpoint step {facts['checkpoint_step']} -> {f.out}; bias correction "
-          f"{facts['bias_correction']['method']}; 90% interval +-{widths['0.9']:.2f} years")
+          f"{correction['method']}{' (' + correction['reason'] + ')' if 'reason' in correction else ''}; intervals "
+          f"{shown}")
 
 
 if __name__ == "__main__":

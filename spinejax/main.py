@@ -32,7 +32,9 @@ def main(argv):
     del argv
     if not flags.FLAGS["verbosity"].present:  # orbax and grain log every step at INFO
         logging.set_verbosity(logging.WARNING)
-    from spinejax import distributed, train  # after flag parsing: jax must see XLA_FLAGS first
+    from spinejax import distributed, host_memory, train  # after flag parsing: jax must see XLA_FLAGS first
+
+    host_memory.keep_freed_memory()  # before JAX starts its threads
 
     config = flags.FLAGS.config
     for key in ("records_dir", "eligibility_csv"):

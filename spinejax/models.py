@@ -18,6 +18,8 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from spinejax import conv
+
 
 def max_pool(x: jnp.ndarray, window: Sequence[int]) -> jnp.ndarray:
     """Non-overlapping max pooling by reshape.
@@ -53,6 +55,8 @@ class AgeCNN(nn.Module):
       stem_space_to_depth: block folded into channels before the first convolution, or None.
       dropout: rate before the dense head.
       dtype: compute dtype (bfloat16 for mixed precision on GPU/TPU); parameters stay float32.
+      conv: how the 3x3x3 convolutions run (spinejax.conv.METHODS; 'auto' picks by backend). Every method
+        computes the same function with the same parameters ('Conv_i'/'kernel' [3, 3, 3, c_in, c_out]).
     """
 
     channels: Sequence[int]
@@ -63,6 +67,7 @@ class AgeCNN(nn.Module):
     dropout: float = 0.0
     dtype: jnp.dtype = jnp.float32
     bn_momentum: float = 0.9
+    conv: str = "auto"
 
     @nn.compact
     def __call__(self, volume: jnp.ndarray, train: bool, return_features: bool = False):
@@ -78,8 +83,10 @@ class AgeCNN(nn.Module):
             x = space_to_depth(x, self.stem_space_to_depth)
         norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                                     dtype=self.dtype, axis_name=None)
+        conv3d = conv.as_conv_general_dilated(conv.resolve(self.conv))
         for width, pool in zip(self.channels, self.pools):
-            x = nn.Conv(width, (3, 3, 3), padding="SAME", use_bias=False, dtype=self.dtype)(x)
+            x = nn.Conv(width, (3, 3, 3), padding="SAME", use_bias=False, dtype=self.dtype,
+                        conv_general_dilated=conv3d)(x)
             x = nn.relu(norm()(x))
             if tuple(pool) != (1, 1, 1):
                 x = max_pool(x, pool)
@@ -102,4 +109,5 @@ def build(model_config, outputs: int) -> AgeCNN:
         stem_space_to_depth=tuple(stem) if stem else None,
         dropout=model_config.dropout,
         dtype=jnp.dtype(model_config.dtype),
+        conv=model_config.get("conv", "auto"),  # configs saved before the option existed
     )

@@ -10,6 +10,7 @@ what each output holds.
 
 from absl import app, flags, logging
 
+from data_prep.cohort import walk
 from spinejax import predictor
 from spinejax.errors import one_line_errors
 
@@ -31,14 +32,17 @@ def main(argv):
     result = predictor.predict_folder(f.model, f.input, f.out, f.level, f.batch_size)
     table = result["table"]
     ok = table[table["status"] == "ok"]
+    per = f" ({result['seconds'] / len(table):.2f} s per series)" if len(table) else ""
     print(f"{len(table)} series: {len(ok)} predicted, {len(table) - len(ok)} refused; {len(result['failures'])} "
-          f"files in no series; {result['seconds']:.1f} s ({result['seconds'] / max(len(table), 1):.2f} s per series)"
-          f" -> {f.out}/predictions.csv, {f.out}/index.html")
+          f"files in no series; {result['seconds']:.1f} s{per} -> {f.out}/predictions.csv, {f.out}/index.html")
     for row in table[table["status"] != "ok"].itertuples():
-        print(f"refused: {row.series_id}: [{row.code}] {row.reason}")
-    flagged = ok[ok["qc_flags"].fillna("") != ""]
-    for row in flagged.itertuples():
-        print(f"check: {row.series_id}: {row.qc_flags}")
+        print(f"refused: {walk.printable(row.series_id)}: [{row.code}] {row.reason}")
+    for row in ok[ok["qc_flags"].fillna("") != ""].itertuples():
+        print(f"check: {walk.printable(row.series_id)}: {row.qc_flags}")
+    for r in result["rejected"]:
+        print(f"reports table line {r.line}: not used [{r.code}] (its series gets no age)")
+    for warning in result["warnings"]:
+        print(f"warning: {warning}")
 
 
 def console():

@@ -4,14 +4,17 @@ The input folder has the cohort layout (README, "Bring your own data"): dicom/ a
 and optionally the reports table with its schema (then, where it gives the age, the corrected age's gap
 too). Each scan is read, checked and preprocessed by the records stage's own functions and the bundle's plan
 (data_prep.records.build_records: list_inputs, prepare_scan, cut), so it meets the same rules and gets the
-same reason codes; the model runs with the bundle's parameters in batches of the training run's size.
+same reason codes; the model runs with the bundle's parameters in batches of the training run's size, a
+batch at a time (memory stays that of one batch).
 
 Writes into OUT (data_prep.output_folder: whole, never over the user's files):
     predictions.csv  one row per series: series_id (as you gave it: these outputs stay on your machine, so
-                     nothing is keyed), kind, status (ok or refused), code and reason when refused,
-                     predicted_age (raw), corrected_age (the bundle's bias correction), interval_low and
-                     interval_high (split-conformal, `level`), age and sag (when the table gives the age),
-                     levels_missing (the region's vertebrae and discs absent from the mask), qc_flags, qc_picture
+                     nothing is keyed), where (its folder or file under the input), kind, status (ok or
+                     refused), code and reason when refused, predicted_age (raw), corrected_age (the bundle's
+                     bias correction), interval_low and interval_high (split-conformal, `level`; blank when
+                     the model's validation split was too small for it), age and sag (when the table gives
+                     the age), levels_missing (the region's vertebrae and discs absent from the mask),
+                     qc_flags, qc_picture
     failures.csv     files that are not part of any series (not DICOM, damaged, ...), with their reason
     qc/<n>.png       mid-sagittal slice with the mask outline and the predicted age, per predicted scan
     index.html       the table with the pictures
@@ -39,18 +42,10 @@ from data_prep.cohort.refusal import Refusal
 from data_prep.records import build_records, preprocess
 from spinejax import bundle as bundle_format
 from spinejax import losses
+from spinejax.errors import InputError
 
-COLUMNS = ["series_id", "kind", "status", "code", "reason", "predicted_age", "corrected_age", "interval_low",
+COLUMNS = ["series_id", "where", "kind", "status", "code", "reason", "predicted_age", "corrected_age", "interval_low",
            "interval_high", "interval_level", "age", "sag", "levels_missing", "qc_flags", "qc_picture"]
-
-
-def plan_of(bundle: bundle_format.Bundle) -> preprocess.Plan:
-    plan = bundle.facts["preprocessing"]["plan"]
-    return preprocess.Plan(
-        spacing_mm=tuple(plan["spacing_mm"]), grids=tuple((r, tuple(g)) for r, g in plan["grids"]),
-        mask_dilation_mm=plan["mask_dilation_mm"], clip_percentiles=tuple(plan["clip_percentiles"]),
-        crop_margin_mm=plan["crop_margin_mm"], min_slices=plan["min_slices"],
-        max_missing_level_share=plan["max_missing_level_share"])
 
 
 def make_predict_fn(bundle: bundle_format.Bundle):
@@ -65,13 +60,13 @@ def make_predict_fn(bundle: bundle_format.Bundle):
     return predict
 
 
-def known_ages(input_dir: Path) -> dict[str, float]:
-    """series id -> age from the folder's reports table, when it has one (through its schema); else {}."""
+def known_ages(input_dir: Path) -> tuple[dict[str, float], list]:
+    """(series id -> age, rejected rows) from the folder's reports table through its schema, when it has one."""
     schema = cohort_schema.load(input_dir)
     if not (input_dir / schema.table).is_file():
-        return {}
+        return {}, []
     table = reports_table.read(input_dir / schema.table, schema)
-    return dict(zip(table.rows["series_id"], table.rows["age"].astype(float)))
+    return dict(zip(table.rows["series_id"], table.rows["age"].astype(float))), table.rejected
 
 
 def qc_flags(prepared: build_records.PreparedScan, levels_missing: int, plan: preprocess.Plan, region: str,
@@ -88,67 +83,84 @@ def qc_flags(prepared: build_records.PreparedScan, levels_missing: int, plan: pr
 
 def predict_folder(bundle_dir, input_dir, out, level: float = 0.9, batch_size: int = 0,
                    progress: bool = True) -> dict:
-    """Predicts every series of `input_dir` (module docstring); returns {'table', 'failures', 'seconds'}."""
+    """Predicts every series of `input_dir` (module docstring); returns {'table', 'failures', 'rejected' (rows of
+    the reports table not used), 'warnings', 'seconds'}. Scans are read, predicted and drawn a batch at a
+    time, so memory stays that of one batch whatever the folder holds."""
     input_dir, out = Path(input_dir), Path(out)
     bundle = bundle_format.load(bundle_dir)
-    half_width = bundle.facts["interval"]["half_width_years"].get(str(level))
-    if half_width is None:
-        raise ValueError(f"the bundle has intervals at levels {sorted(bundle.facts['interval']['half_width_years'])}")
-    plan, region = plan_of(bundle), bundle.facts["region"]
+    widths = bundle.facts["interval"]["half_width_years"]
+    if str(level) not in widths:
+        raise InputError(f"--level={level}: the bundle has intervals at levels {', '.join(sorted(widths))}")
+    half_width = widths[str(level)]
+    warnings = [] if half_width is not None else [
+        f"the model's validation split was too small to promise {level:.0%} intervals: none are given"]
+    if not input_dir.is_dir() or not any((input_dir / k).is_dir() for k in ("dicom", "nifti")):
+        raise InputError(f"{input_dir}: no dicom/ or nifti/ folder of scans (README, 'Bring your own data')")
+    if out.resolve().is_relative_to(input_dir.resolve()):
+        raise InputError(f"--out={out} lies inside --input: the next run would read the outputs as scans")
+    plan, region = bundle_format.plan_of(bundle.facts), bundle.facts["region"]
     config = ml_collections.ConfigDict({"max_oblique_deg": bundle.facts["preprocessing"]["max_oblique_deg"],
                                         "regions": (region,)})
     batch_size = batch_size or bundle.facts["batch_size"]
     start = time.perf_counter()
-    inputs, listed = build_records.list_inputs(input_dir, config)
-    ages = known_ages(input_dir)
-    predict = make_predict_fn(bundle)
-    rows, volumes, pictures = [], [], []
-    for item in tqdm(inputs, desc="scans", disable=not progress):
-        row = {"series_id": item["series_id"], "kind": item["kind"], "status": "refused", "code": "", "reason": "",
-               "age": ages.get(item["series_id"], np.nan)}
-        rows.append(row)
-        prepared = build_records.prepare_scan(item, plan, config)
-        if not isinstance(prepared, build_records.PreparedScan):
-            row.update(code=prepared["code"], reason=prepared["message"])
-            continue
-        try:
-            arrays, levels = build_records.cut(prepared, plan, region)
-        except Refusal as error:
-            row.update(code=error.code, reason=error.message)
-            continue
-        missing = len(preprocess.region_levels(region)) - len(levels)
-        flags = qc_flags(prepared, missing, plan, region, bundle.facts["preprocessing"]["data_fingerprint"])
-        row.update(status="ok", levels_missing=missing, qc_flags=",".join(flags))
-        volumes.append(arrays["volume"].astype(np.float32))  # the records' float16 values, as training read them
-        pictures.append((row, arrays))
-    predicted = _predict_batches(predict, volumes, batch_size, bundle.grid)
-    corrected = bundle_format.corrected_age(bundle, predicted)
-    for n, ((row, _), raw, fixed) in enumerate(zip(pictures, predicted, corrected)):
-        row.update(qc_picture=f"qc/{n:05d}.png", predicted_age=float(raw), corrected_age=float(fixed),
-                   interval_low=float(fixed - half_width), interval_high=float(fixed + half_width),
-                   interval_level=level, sag=float(fixed - row["age"]) if np.isfinite(row["age"]) else np.nan)
-    table = pd.DataFrame(rows).reindex(columns=COLUMNS)
-    failures = pd.DataFrame([{"where": f["where"], "code": f["code"], "reason": f["message"]} for f in listed],
-                            columns=["where", "code", "reason"])
-    with output_folder.OutputFolder(out, "predictions") as folder:
+    with output_folder.OutputFolder(out, "predictions") as folder:  # a bad --out is refused before any work
         folder.start({"bundle": bundle.facts["checkpoint_step"], "time": time.time()})
-        _pictures(folder.partial, pictures)
+        (folder.partial / "qc").mkdir()
+        inputs, listed = build_records.list_inputs(input_dir, config)
+        ages, rejected = known_ages(input_dir)
+        predict = make_predict_fn(bundle)
+        rows, pending = [], []
+        for item in tqdm(inputs, desc="scans", disable=not progress):
+            row = {"series_id": item["series_id"], "where": item["where"], "kind": item["kind"], "status": "refused",
+                   "code": "", "reason": "", "age": ages.get(item["series_id"], np.nan)}
+            rows.append(row)
+            prepared = build_records.prepare_scan(item, plan, config)
+            if not isinstance(prepared, build_records.PreparedScan):
+                row.update(code=prepared["code"], reason=prepared["message"])
+                continue
+            try:
+                arrays, levels = build_records.cut(prepared, plan, region)
+            except Refusal as error:
+                row.update(code=error.code, reason=error.message)
+                continue
+            missing = len(preprocess.region_levels(region)) - len(levels)
+            flags = qc_flags(prepared, missing, plan, region, bundle.facts["preprocessing"]["data_fingerprint"])
+            row.update(status="ok", levels_missing=missing, qc_flags=",".join(flags),
+                       qc_picture=f"qc/{len(rows) - 1:05d}.png")
+            pending.append((row, arrays))
+            if len(pending) == batch_size:
+                _predict_and_draw(predict, pending, bundle, half_width, level, folder.partial)
+                pending = []
+        _predict_and_draw(predict, pending, bundle, half_width, level, folder.partial)
+        table = pd.DataFrame(rows).reindex(columns=COLUMNS)
+        table["levels_missing"] = table["levels_missing"].astype("Int64")
+        failures = pd.DataFrame([{"where": f["where"], "code": f["code"], "reason": f["message"]} for f in listed],
+                                columns=["where", "code", "reason"])
         table.to_csv(folder.partial / "predictions.csv", index=False, float_format="%.6f")
         failures.to_csv(folder.partial / "failures.csv", index=False)
-        _index_html(folder.partial, table, bundle)
+        _index_html(folder.partial, table, bundle, level)
         folder.commit()
-    return {"table": table, "failures": failures, "seconds": time.perf_counter() - start}
+    return {"table": table, "failures": failures, "rejected": rejected, "warnings": warnings,
+            "seconds": time.perf_counter() - start}
 
 
-def _predict_batches(predict, volumes: list[np.ndarray], batch_size: int, grid) -> np.ndarray:
-    """Predicted ages [n] float64 of volumes [grid] float32, in batches padded to `batch_size` (one compile)."""
-    out = []
-    for first in range(0, len(volumes), batch_size):
-        chunk = volumes[first:first + batch_size]
-        batch = np.zeros((batch_size, *grid, 1), np.float32)
-        batch[:len(chunk), ..., 0] = np.stack(chunk)
-        out.append(np.asarray(predict(batch))[:len(chunk)])
-    return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
+def _predict_and_draw(predict, pending: list, bundle: bundle_format.Bundle, half_width: float | None,
+                      level: float, folder: Path) -> None:
+    """Predicts a batch of (row, arrays), fills the rows and draws their QC pictures into `folder`."""
+    if not pending:
+        return
+    volumes = [arrays["volume"].astype(np.float32) for _, arrays in pending]  # float16 as stored, as trained
+    batch = np.zeros((bundle.facts["batch_size"] if len(volumes) <= bundle.facts["batch_size"] else len(volumes),
+                      *bundle.grid, 1), np.float32)
+    batch[:len(volumes), ..., 0] = np.stack(volumes)
+    predicted = np.asarray(predict(batch))[:len(volumes)].astype(np.float64)
+    corrected = bundle_format.corrected_age(bundle, predicted)
+    width = np.nan if half_width is None else half_width
+    for (row, _), raw, fixed in zip(pending, predicted, corrected):
+        row.update(predicted_age=float(raw), corrected_age=float(fixed), interval_low=float(fixed - width),
+                   interval_high=float(fixed + width), interval_level=level,
+                   sag=float(fixed - row["age"]) if np.isfinite(row["age"]) else np.nan)
+    _pictures(folder, pending)
 
 
 def _pictures(folder: Path, pictures: list) -> None:
@@ -158,7 +170,6 @@ def _pictures(folder: Path, pictures: list) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    (folder / "qc").mkdir()
     for row, arrays in pictures:
         volume, mask = arrays["volume"].astype(np.float32), arrays["mask"]
         mid = int(np.argmax(mask.sum(axis=(1, 2))))
@@ -172,13 +183,14 @@ def _pictures(folder: Path, pictures: list) -> None:
         plt.close(fig)
 
 
-def _index_html(folder: Path, table: pd.DataFrame, bundle: bundle_format.Bundle) -> None:
+def _index_html(folder: Path, table: pd.DataFrame, bundle: bundle_format.Bundle, level: float) -> None:
     cells = []
     for r in table.itertuples():
         picture = f"<img src='{html.escape(r.qc_picture)}' height=240>" if isinstance(r.qc_picture, str) and \
             r.qc_picture else ""
-        text = (f"{r.corrected_age:.1f} y [{r.interval_low:.1f}, {r.interval_high:.1f}]" if r.status == "ok"
-                else f"refused: {html.escape(str(r.code))}")
+        known = f"<br>age {r.age:.1f}, gap {r.sag:+.1f} y" if r.status == "ok" and np.isfinite(r.age) else ""
+        text = (f"{r.corrected_age:.1f} y, {level:.0%}: [{r.interval_low:.1f}, {r.interval_high:.1f}]{known}"
+                if r.status == "ok" else f"refused: {html.escape(str(r.code))}")
         cells.append(f"<figure>{picture}<figcaption>{html.escape(walk.printable(r.series_id))}<br>{text}"
                      f"{'<br>' + html.escape(str(r.qc_flags)) if isinstance(r.qc_flags, str) and r.qc_flags else ''}"
                      "</figcaption></figure>")
@@ -190,6 +202,7 @@ def _index_html(folder: Path, table: pd.DataFrame, bundle: bundle_format.Bundle)
             f"<p>Model: {html.escape(facts['region'])} spine, checkpoint step {facts['checkpoint_step']}, trained on "
             f"{cohort['train_records']} records aged {cohort['age_years']['min']:.0f}-{cohort['age_years']['max']:.0f}"
             f"; intervals: {html.escape(facts['interval']['method'])}"
-            f"; bias correction: {html.escape(facts['bias_correction']['method'])}.</p>"
+            f"; bias correction: {html.escape(facts['bias_correction']['method'])}. Files in no series: "
+            "failures.csv.</p>"
             + "".join(cells) + "</body></html>\n")
     (folder / "index.html").write_text(page)

@@ -1,19 +1,32 @@
 """Training speed: samples per second and achieved FLOP/s of the compiled train step, and input samples/s.
 
     python -m spinejax.train_benchmark [--records=runs/default/records] [--peak_gflops=157] [--paper_steps=2]
+    python -m spinejax.train_benchmark --peer [--convs=auto,xla] [--rounds=7]     # against PyTorch
 
 Prints one line per measurement:
 - the CPU preset (configs/default.py:cpu) on the whole-spine records grid (16 x 192 x 48), its batch;
-- the ProgreSpine-sized network (configs/default.py) on the paper's slab (14 x 793 x 384), batch 1 on CPU;
-- the grain input pipeline (decode + augmentation + batching) over the records, with 0 and 2 workers.
-FLOPs per step come from XLA's cost analysis of the compiled step; achieved FLOP/s is that over the measured
-step time, and the fraction of peak is against --peak_gflops (157: this 2-core Zen 3 machine's fp32 peak,
-../shared/PERF_NOTES.md; an H100's dense bf16 peak is about 989,000).
+- the ProgreSpine-sized network (configs/default.py) on the paper's slab (--paper_grid), batch --paper_batch;
+- the grain input pipeline (decode + augmentation + batching) over the records, with 0 and 2 workers
+  (skipped when --records does not exist).
+With --peer, the same train step in PyTorch (spinejax.torch_peer; the optional `peer` extra) runs in the same
+process, channels_last_3d and default layout, alternating round by round with the JAX step (each JAX
+convolution of --convs), and the medians are printed with the JAX/PyTorch ratio. On a GPU the peer runs both
+networks in bfloat16 (model.dtype='bfloat16' in JAX, autocast in PyTorch); without torch (or without CUDA
+where JAX has a GPU) it times JAX alone and says so.
+
+FLOPs per step come from XLA's cost analysis of the compiled step with XLA's own 3D convolution (the other
+formulations also count the products with zero padding they make); achieved FLOP/s is that over the measured
+step time, and the fraction of peak is against --peak_gflops (157: a 2-core Zen 3's fp32 peak,
+../shared/PERF_NOTES.md; an H100's or H200's dense bf16 peak is about 989,000).
 """
 
 from __future__ import annotations
 
+import os
+import statistics
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -22,42 +35,142 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from configs import default
-from spinejax import distributed, input_pipeline, losses, steps, train
+from spinejax import conv, distributed, host_memory, input_pipeline, losses, steps, train
+
+CPU_GRID = (16, 192, 48)
+MEAN_YEARS, SD_YEARS = 55.0, 14.0
 
 
 def define_flags():
     flags.DEFINE_string("records", "runs/default/records", "records folder for the input-pipeline measurement")
     flags.DEFINE_float("peak_gflops", 157.0, "the device's peak GFLOP/s, for the fraction of peak")
-    flags.DEFINE_integer("steps", 10, "timed steps of the CPU preset (after 2 warm-up steps)")
+    flags.DEFINE_integer("steps", 10, "timed steps of the CPU preset (after 2 warm-up steps); per round with --peer")
     flags.DEFINE_integer("paper_steps", 2, "timed steps of the paper-scale network (0 skips it)")
     flags.DEFINE_integer("paper_batch", 1, "global batch of the paper-scale network")
-    flags.DEFINE_string("paper_dtype", "float32", "compute dtype of the paper-scale network (bfloat16 on GPU/TPU)")
+    flags.DEFINE_list("paper_grid", ["14", "793", "384"], "slices,rows,cols of the paper-scale input")
+    flags.DEFINE_string("paper_dtype", "float32", "compute dtype of the paper-scale network without --peer")
     flags.DEFINE_integer("input_batches", 30, "batches read per input-pipeline measurement")
+    flags.DEFINE_bool("peer", False, "also time the same step in PyTorch, alternating with JAX")
+    flags.DEFINE_list("convs", ["auto", "xla"], "with --peer: JAX convolutions to time (spinejax.conv.METHODS)")
+    flags.DEFINE_integer("rounds", 7, "with --peer: alternating rounds (medians are reported)")
+    flags.DEFINE_bool("keep_freed_memory", True, "spinejax.host_memory's malloc settings, as training uses")
 
 
-def time_train_step(config, grid, batch_size: int, timed_steps: int) -> dict:
-    """Compiles the train step of `config` for [batch_size, *grid, 1] inputs, runs it; returns FLOPs and rates."""
+def _compiled_step(config, grid, batch_size: int):
+    """(compiled train step of `config`, a fresh state, a random batch [batch_size, *grid, 1]) on all devices."""
     mesh = distributed.data_mesh()
-    head = losses.AgeHead(loss=config.loss.name, mean_years=55.0, sd_years=14.0)
+    head = losses.AgeHead(loss=config.loss.name, mean_years=MEAN_YEARS, sd_years=SD_YEARS)
     state, sharding = train.build_state(config, head, grid, 1000, mesh)
     train_step, _ = steps.jit_steps(mesh, sharding)
     rng = np.random.default_rng(0)
     batch = jax.device_put({"volume": rng.normal(size=(batch_size, *grid, 1)).astype(np.float32),
                             "age": rng.uniform(25, 85, batch_size).astype(np.float32),
                             "weight": np.ones(batch_size, np.float32)}, NamedSharding(mesh, P("data")))
-    compiled = train_step.lower(state, batch).compile()
-    cost = compiled.cost_analysis()
-    flops = float((cost[0] if isinstance(cost, list) else cost).get("flops", float("nan")))
-    for _ in range(2):
-        state, metrics = compiled(state, batch)
-    jax.block_until_ready(metrics)
-    start = time.perf_counter()
-    for _ in range(timed_steps):
-        state, metrics = compiled(state, batch)
-    jax.block_until_ready(metrics)
-    seconds = (time.perf_counter() - start) / timed_steps
-    return {"gflop_per_sample": flops / batch_size / 1e9, "step_s": seconds,
-            "samples_per_s": batch_size / seconds, "gflops": flops / seconds / 1e9}
+    return train_step.lower(state, batch).compile(), state, batch
+
+
+def jax_step(config, grid, batch_size: int) -> Callable[[int], float]:
+    """run(n) -> seconds per step over n steps of `config`'s train step; two warm-up steps are run."""
+    compiled, state, batch = _compiled_step(config, grid, batch_size)
+    holder = [state]
+
+    def run(n: int) -> float:
+        state = holder[0]
+        start = time.perf_counter()
+        for _ in range(n):
+            state, metrics = compiled(state, batch)
+        jax.block_until_ready(metrics)
+        holder[0] = state
+        return (time.perf_counter() - start) / n
+
+    run(2)
+    return run
+
+
+def model_flops(config, grid, batch_size: int) -> float:
+    """FLOPs of one train step by XLA's cost analysis of the step with XLA's 3D convolution (not run)."""
+    config = config.copy_and_resolve_references()
+    config.model.conv = "xla"
+    cost = _compiled_step(config, grid, batch_size)[0].cost_analysis()
+    return float((cost[0] if isinstance(cost, list) else cost).get("flops", float("nan")))
+
+
+def torch_step(config, grid, batch_size: int, channels_last: bool, bf16: bool) -> Callable[[int], float]:
+    """run(n) -> seconds per step of spinejax.torch_peer's step on random inputs (CUDA when JAX is on a GPU)."""
+    import torch
+
+    from spinejax import torch_peer
+
+    device = torch.device("cuda" if jax.default_backend() == "gpu" else "cpu")
+    torch.backends.cudnn.benchmark = True
+    torch.manual_seed(config.seed)
+    layout = torch.channels_last_3d if channels_last else torch.contiguous_format
+    model = torch_peer.build(config.model).to(device=device, memory_format=layout).train()
+    step = torch_peer.make_step(model, config.optimizer, 1000, MEAN_YEARS, SD_YEARS,
+                                autocast_dtype=torch.bfloat16 if bf16 else None)
+    rng = np.random.default_rng(0)
+    volume = torch.from_numpy(rng.normal(size=(batch_size, 1, *grid)).astype(np.float32))
+    volume = volume.to(device).contiguous(memory_format=layout)
+    age = torch.from_numpy(rng.uniform(25, 85, batch_size).astype(np.float32)).to(device)
+    weight = torch.ones(batch_size, device=device)
+
+    def run(n: int) -> float:
+        start = time.perf_counter()
+        for _ in range(n):
+            loss = step(volume, age, weight)
+        loss.item()  # waits for the device
+        return (time.perf_counter() - start) / n
+
+    run(2)
+    return run
+
+
+def torch_available() -> str | None:
+    """None when the PyTorch peer can run here, else why not."""
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed (pip install .[peer])"
+    if jax.default_backend() == "gpu" and not torch.cuda.is_available():
+        return f"torch {torch.__version__} has no CUDA here"
+    return None
+
+
+def alternate(runners: dict[str, Callable[[int], float]], rounds: int, steps_per_round: int) -> dict[str, float]:
+    """Median seconds per step of each runner over `rounds` rounds, the runners taking turns in each round
+    (so a disturbance on a shared machine falls on all of them alike)."""
+    times = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            times[name].append(run(steps_per_round))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def compare(title: str, config, grid, batch_size: int, convs, rounds: int, steps_per_round: int,
+            peak_gflops: float, device: str) -> None:
+    """Times the JAX step (each convolution of `convs`) and the PyTorch peer (both layouts), alternating; prints
+    samples/s, GFLOP/s, fraction of peak and the ratios to PyTorch channels_last_3d."""
+    bf16 = config.model.dtype == "bfloat16"
+    flops = model_flops(config, grid, batch_size)
+    runners = {}
+    for method in convs:
+        config.model.conv = method
+        runners[f"jax conv={method} ({conv.resolve(method)})"] = jax_step(config, grid, batch_size)
+    missing = torch_available()
+    if missing is None:
+        runners["torch channels_last_3d"] = torch_step(config, grid, batch_size, True, bf16)
+        runners["torch default layout"] = torch_step(config, grid, batch_size, False, bf16)
+    seconds = alternate(runners, rounds, steps_per_round)
+    print(f"{title}, {config.model.dtype}, on {device}: {flops / batch_size / 1e9:.2f} GFLOP per sample (XLA cost "
+          f"analysis); medians of {rounds} alternating rounds of {steps_per_round} steps", flush=True)
+    peer = seconds.get("torch channels_last_3d")
+    for name, s in seconds.items():
+        gflops = flops / s / 1e9
+        ratio = f", {peer / s:.2f}x torch channels_last_3d" if peer and not name.startswith("torch channels") else ""
+        print(f"  {name}: {batch_size / s:.1f} samples/s, {gflops:.1f} GFLOP/s = {100 * gflops / peak_gflops:.1f}% "
+              f"of {peak_gflops:.0f} GFLOP/s peak{ratio}", flush=True)
+    if missing:
+        print(f"  PyTorch peer not run: {missing}; JAX only", flush=True)
 
 
 def time_input(records, config, worker_count: int, batches: int) -> float:
@@ -77,25 +190,45 @@ def time_input(records, config, worker_count: int, batches: int) -> float:
 def main(argv):
     del argv
     f = flags.FLAGS
+    if f.keep_freed_memory:
+        host_memory.keep_freed_memory()
+    if f.peer:  # JAX must leave GPU memory to PyTorch; read when the backend starts, below
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     device = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
+    on_gpu = jax.default_backend() == "gpu"
     cpu = default.get_config("cpu")
-    result = time_train_step(cpu, (16, 192, 48), cpu.batch_size, f.steps)
-    _report("CPU preset, 16x192x48, batch 16", device, result, f.peak_gflops)
-    if f.paper_steps > 0:
-        paper = default.get_config()
-        paper.model.dtype = f.paper_dtype
-        result = time_train_step(paper, (14, 793, 384), f.paper_batch, f.paper_steps)
-        _report(f"ProgreSpine-sized, 14x793x384, batch {f.paper_batch}, {f.paper_dtype}", device, result,
-                f.peak_gflops)
+    paper = default.get_config()
+    paper_grid = tuple(int(n) for n in f.paper_grid)
+    if f.peer:
+        dtype = "bfloat16" if on_gpu else "float32"
+        cpu.model.dtype = paper.model.dtype = dtype
+        compare("CPU preset, 16x192x48, batch 16", cpu, CPU_GRID, cpu.batch_size, f.convs, f.rounds, f.steps,
+                f.peak_gflops, device)
+        if f.paper_steps > 0 and on_gpu:
+            compare(f"ProgreSpine-sized, {'x'.join(f.paper_grid)}, batch {f.paper_batch}", paper, paper_grid,
+                    f.paper_batch, ["auto"], f.rounds, f.paper_steps, f.peak_gflops, device)
+    else:
+        run = jax_step(cpu, CPU_GRID, cpu.batch_size)
+        _report("CPU preset, 16x192x48, batch 16", device, cpu.batch_size, model_flops(cpu, CPU_GRID, cpu.batch_size),
+                run(f.steps), f.peak_gflops)
+        if f.paper_steps > 0:
+            paper.model.dtype = f.paper_dtype
+            run = jax_step(paper, paper_grid, f.paper_batch)
+            _report(f"ProgreSpine-sized, {'x'.join(f.paper_grid)}, batch {f.paper_batch}, {f.paper_dtype}", device,
+                    f.paper_batch, model_flops(paper, paper_grid, f.paper_batch), run(f.paper_steps), f.peak_gflops)
+    if not Path(f.records).is_dir():
+        print(f"input pipeline: skipped, no records at {f.records}", flush=True)
+        return
     for workers in (0, 2):
         rate = time_input(f.records, cpu, workers, f.input_batches)
         print(f"input pipeline (decode + augment + batch 16), {workers} workers: {rate:.1f} samples/s", flush=True)
 
 
-def _report(name, device, result, peak_gflops):
-    print(f"{name} on {device}: {result['samples_per_s']:.2f} samples/s, {result['gflop_per_sample']:.2f} GFLOP "
-          f"per sample, {result['gflops']:.1f} GFLOP/s achieved = {100 * result['gflops'] / peak_gflops:.1f}% of "
-          f"{peak_gflops:.0f} GFLOP/s peak", flush=True)
+def _report(name, device, batch_size, flops, seconds, peak_gflops):
+    gflops = flops / seconds / 1e9
+    print(f"{name} on {device}: {batch_size / seconds:.2f} samples/s, {flops / batch_size / 1e9:.2f} GFLOP per sample, "
+          f"{gflops:.1f} GFLOP/s achieved = {100 * gflops / peak_gflops:.1f}% of {peak_gflops:.0f} GFLOP/s peak",
+          flush=True)
 
 
 if __name__ == "__main__":

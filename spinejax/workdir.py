@@ -10,12 +10,14 @@ orbax checkpoints); evaluation, Grad-CAM and the bundle export go through it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import ml_collections
 
 from spinejax import checkpointing, distributed, losses, train
+from spinejax.errors import InputError
 
 
 def load_run(workdir) -> tuple[ml_collections.ConfigDict, dict, losses.AgeHead]:
@@ -23,7 +25,7 @@ def load_run(workdir) -> tuple[ml_collections.ConfigDict, dict, losses.AgeHead]:
     workdir = Path(workdir)
     for name in ("config.json", "run.json"):
         if not (workdir / name).is_file():
-            raise FileNotFoundError(f"{workdir / name}: missing; is {workdir} a spinejax.main workdir?")
+            raise InputError(f"{workdir / name}: missing; is {workdir} a spinejax.main workdir?")
     config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
     run = json.loads((workdir / "run.json").read_text())
     head = run["head"]
@@ -32,7 +34,8 @@ def load_run(workdir) -> tuple[ml_collections.ConfigDict, dict, losses.AgeHead]:
 
 
 def restore(workdir, checkpoint: str = "best"):
-    """(state, mesh, step) of the chosen checkpoint: 'best' (lowest validation MAE), 'latest' or a step number."""
+    """(state, mesh, step, state sharding) of the chosen checkpoint: 'best' (lowest validation MAE), 'latest'
+    or a step number."""
     config, run, head = load_run(workdir)
     manager = checkpointing.manager(workdir, keep=max(1, config.keep_checkpoints), read_only=True)
     if checkpoint == "best":
@@ -40,14 +43,22 @@ def restore(workdir, checkpoint: str = "best"):
     elif checkpoint == "latest":
         step = manager.latest_step()
     else:
-        step = int(checkpoint)
+        step = int(checkpoint) if str(checkpoint).isdigit() else None
         if step not in manager.all_steps():
-            raise ValueError(f"{workdir}/checkpoints has no step {step} (has {manager.all_steps()})")
+            raise InputError(f"{workdir}/checkpoints has no checkpoint {checkpoint!r} (has steps "
+                             f"{manager.all_steps()}, or 'best', 'latest')")
     if step is None:
-        raise FileNotFoundError(f"{workdir}/checkpoints: no checkpoint to evaluate")
+        raise InputError(f"{workdir}/checkpoints: no checkpoint to evaluate")
     mesh = distributed.data_mesh()
     state, sharding = train.build_state(config, head, tuple(run["grid"]), run["total_steps"], mesh)
     state = checkpointing.restore(manager, step, checkpointing.abstract_like(state, sharding))
     return state, mesh, step, sharding
 
 
+def evaluation_folder(workdir: Path, checkpoint: str, records_dir: str, own_records: str) -> Path:
+    """Where an evaluation goes by default: W/predictions for the best checkpoint on the run's own records
+    (what the report reads), else W/predictions-<checkpoint>-<records> so nothing of the run's is replaced."""
+    if checkpoint == "best" and Path(records_dir).resolve() == Path(own_records).resolve():
+        return workdir / "predictions"
+    tag = hashlib.sha256(str(Path(records_dir).resolve()).encode()).hexdigest()[:8]
+    return workdir / f"predictions-{checkpoint}-{tag}"

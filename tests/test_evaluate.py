@@ -14,6 +14,7 @@ from configs import eligibility as eligibility_config
 from data_prep.cohort import spine_labels
 from data_prep.normal import eligibility
 from spinejax import workdir as workdir_format
+from spinejax.errors import InputError
 
 
 def test_every_record_is_predicted_once_with_its_keys(evaluated, training_records):
@@ -37,7 +38,7 @@ def test_best_latest_and_step_restore_the_right_checkpoint(evaluated):
     workdir, metrics = evaluated
     assert workdir_format.restore(workdir, "latest")[2] == 160
     assert workdir_format.restore(workdir, str(metrics["checkpoint_step"]))[2] == metrics["checkpoint_step"]
-    with pytest.raises(ValueError, match="no step 7"):
+    with pytest.raises(InputError, match="no checkpoint '7'"):
         workdir_format.restore(workdir, "7")
 
 

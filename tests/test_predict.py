@@ -17,6 +17,7 @@ import pytest
 from analysis import prediction_check
 from data_prep.cohort import spine_labels
 from spinejax import bundle, evaluate, predictor
+from spinejax import workdir as workdir_format
 from spinejax.errors import InputError
 
 
@@ -118,4 +119,5 @@ def test_evaluate_never_replaces_another_evaluation(evaluated):
     workdir, _ = evaluated
     with pytest.raises(InputError, match="never replaces another"):
         evaluate.evaluate(workdir, "latest", splits=("test",), out=str(workdir / "predictions"))
-    assert evaluate.output_folder(workdir, "latest", str(workdir), str(workdir)).name.startswith("predictions-latest-")
+    assert workdir_format.evaluation_folder(workdir, "latest", str(workdir), str(workdir)).name.startswith(
+        "predictions-latest-")

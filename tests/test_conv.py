@@ -1,0 +1,83 @@
+"""spinejax.conv computes XLA's 3D convolution, values and gradients, and the model is the same with it."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from spinejax import conv, models
+
+
+def assert_close(actual, expected, what: str) -> None:
+    """float32 equality up to summation order: 1e-4 relative, plus 1e-4 of the largest magnitude."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, what
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4 * float(np.max(np.abs(expected))), err_msg=what)
+
+
+# [batch, d, h, w, c_in, c_out], kernel: odd sizes, 1/8/16 channels, more images than a kernel-gradient piece.
+SHAPES = [((2, 5, 7, 9, 1, 8), (3, 3, 3)), ((3, 4, 6, 5, 8, 16), (3, 3, 3)), ((2, 3, 5, 4, 16, 1), (3, 3, 3)),
+          ((1, 1, 3, 3, 8, 8), (3, 3, 3)), ((2, 6, 5, 7, 8, 16), (3, 1, 5))]
+
+
+@pytest.mark.parametrize("shape,kernel_size", SHAPES)
+def test_depth_concat_equals_xla_values_and_gradients(shape, kernel_size):
+    b, d, h, w, ci, co = shape
+    rng = np.random.default_rng(sum(shape))
+    x = jnp.asarray(rng.normal(size=(b, d, h, w, ci)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(*kernel_size, ci, co)), jnp.float32)
+    y, pullback = jax.vjp(conv.conv3d_depth_concat, x, kernel)
+    y_ref, pullback_ref = jax.vjp(conv.conv3d_xla, x, kernel)
+    assert y.dtype == jnp.float32
+    assert_close(y, y_ref, "output")
+    g = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+    for name, grad, grad_ref in zip(("input gradient", "kernel gradient"), pullback(g), pullback_ref(g)):
+        assert_close(grad, grad_ref, name)
+
+
+def test_auto_picks_by_backend_and_unknown_names_fail():
+    assert conv.resolve("auto", "cpu") == "depth_concat"
+    assert conv.resolve("auto", "gpu") == conv.resolve("auto", "tpu") == "xla"
+    assert conv.resolve("xla", "cpu") == "xla"
+    with pytest.raises(ValueError, match="unknown convolution"):
+        conv.resolve("fft")
+
+
+def test_nn_conv_refuses_what_the_formulation_does_not_compute():
+    layer = nn.Conv(4, (3, 3, 3), strides=2, padding="SAME",
+                    conv_general_dilated=conv.as_conv_general_dilated("depth_concat"))
+    with pytest.raises(NotImplementedError, match="stride-1 SAME"):
+        layer.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 4, 2)))
+
+
+def test_age_cnn_is_the_same_function_with_either_convolution():
+    make = lambda method: models.AgeCNN(channels=(8, 16), pools=((2, 2, 2), (1, 2, 2)), head_channels=8,
+                                        stem_space_to_depth=(2, 2, 2), conv=method)
+    rng = np.random.default_rng(0)
+    volume = jnp.asarray(rng.normal(size=(3, 8, 20, 12, 1)), jnp.float32)
+    fast, reference = make("depth_concat"), make("xla")
+    variables = reference.init(jax.random.PRNGKey(0), volume, train=False)
+    fast_variables = fast.init(jax.random.PRNGKey(0), volume, train=False)
+    # Same parameter tree (names, shapes) and the same initial values: checkpoints load into either.
+    assert jax.tree.structure(fast_variables) == jax.tree.structure(variables)
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), fast_variables, variables)
+    assert variables["params"]["Conv_0"]["kernel"].shape == (3, 3, 3, 8, 8)
+
+    def loss(model, params):
+        out, updates = model.apply({**variables, "params": params}, volume, train=True, mutable=["batch_stats"])
+        return jnp.sum(out * jnp.arange(1.0, 4.0)[:, None]), (out, updates["batch_stats"])
+
+    grad_fn = lambda model: jax.jit(jax.value_and_grad(lambda p: loss(model, p), has_aux=True))
+    (value, (out, stats)), grads = grad_fn(fast)(variables["params"])
+    (value_ref, (out_ref, stats_ref)), grads_ref = grad_fn(reference)(variables["params"])
+    assert_close(out, out_ref, "training output")
+    assert_close(value, value_ref, "loss")
+    jax.tree.map(lambda a, b: assert_close(a, b, "batch statistics"), stats, stats_ref)
+    for path, grad in jax.tree_util.tree_leaves_with_path(grads):
+        ref = dict(jax.tree_util.tree_leaves_with_path(grads_ref))[path]
+        assert_close(grad, ref, f"gradient {jax.tree_util.keystr(path)}")
+    infer = lambda model: jax.jit(lambda v: model.apply(v, volume, train=False))(variables)
+    assert_close(infer(fast), infer(reference), "inference output")
