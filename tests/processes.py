@@ -24,6 +24,18 @@ def kill_when(command: list[str], folder: Path, pattern: str, count: int, patien
     process.wait()
 
 
+def stop_when(command: list[str], folder: Path, pattern: str, count: int, patience_s: float = 120.0) -> int:
+    """Starts `command`, sends it SIGTERM (what a preempting scheduler sends) once `folder` holds `count` files
+    matching `pattern`, and returns its exit code once it has ended by itself."""
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    give_up = time.monotonic() + patience_s  # a bound on waiting, not a timing assertion
+    while time.monotonic() < give_up and len(list(folder.glob(pattern))) < count and process.poll() is None:
+        time.sleep(0.05)
+    assert process.poll() is None, f"{command[2]} finished before it could be stopped"
+    process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=patience_s)
+
+
 def run(command: list[str]) -> None:
     """Runs `command` to the end; a failure shows the end of its output."""
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
