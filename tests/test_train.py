@@ -89,7 +89,7 @@ def test_a_killed_or_preempted_run_resumes_to_exactly_the_same_parameters(traini
     assert processes.stop_when(_main(config, preempted), preempted / "checkpoints", "*/commit_success.txt", 1) == 0
     stopped_at = checkpointing.manager(preempted, keep=2, read_only=True).latest_step()
     assert stopped_at is not None and 4 <= stopped_at < 24
-    assert json.loads((preempted / "summary.json").read_text())["step"] == stopped_at
+    assert not (preempted / "summary.json").exists()  # not finished: nothing may read it as a trained model
     processes.run(_main(config, preempted))
     resumed = _saved_params(preempted)
     processes.kill_when(_main(config, interrupted), interrupted / "checkpoints", "*/commit_success.txt", 1)
