@@ -5,10 +5,19 @@
 Prints series per second (one core) for reading (DICOM or NIfTI to the canonical frame, with the mask) and
 for the whole per-series function (reading, checks, four region crops, encoding), and records per second
 for random-access reads through grain's ArrayRecordDataSource with decoding (from RECORDS_DIR, e.g. the default run's).
+
+The peer: for the DICOM series among those timed, dcm2niix (the pinned pip package) converts the same files
+to an uncompressed NIfTI without a sidecar (`-z n -b n`), one process per series as it is used, against
+spinejax's reading of the same series to the canonical frame (scan only, and scan plus mask).
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,9 +47,13 @@ def main(argv: list[str]) -> None:
     inputs = [item for item in inputs if item["series_id"] in rows]
     chosen = [inputs[i] for i in np.linspace(0, len(inputs) - 1, min(FLAGS.series, len(inputs))).astype(int)]
     read = whole = 0.0
+    dicom_read, dicom_items = 0.0, []
     for item in chosen:
         t0 = time.perf_counter()
         canonical.to_canonical(build_records.load_scan(item))
+        if item["kind"] == "dicom":
+            dicom_read += time.perf_counter() - t0
+            dicom_items.append(item)
         canonical.to_canonical(canonical.load_nifti(item["mask"], is_label=True))
         t1 = time.perf_counter()
         result = build_records.process_input(item, rows[item["series_id"]], plan, config, secret)
@@ -51,6 +64,13 @@ def main(argv: list[str]) -> None:
     print(f"{len(inputs)} inputs listed in {listing:.1f} s (DICOM headers of every file); {n} timed, one core:")
     print(f"  read scan + mask to the canonical frame                     {n / read:6.1f} series/s")
     print(f"  process_input (read, check, preprocess, encode four regions) {n / whole:6.1f} series/s")
+    dcm2niix = shutil.which("dcm2niix", path=os.pathsep.join([str(Path(sys.executable).parent),
+                                                               os.environ.get("PATH", "")]))
+    if dicom_items and dcm2niix:
+        peer = _dcm2niix_seconds(dcm2niix, dicom_items)
+        m = len(dicom_items)
+        print(f"  the same {m} DICOM series: dcm2niix conversion {m / peer:6.1f} series/s; spinejax reading to the "
+              f"canonical frame {m / dicom_read:6.1f} series/s ({peer / dicom_read:.2f}x dcm2niix's speed)")
     if FLAGS.records:
         index = pd.read_csv(Path(FLAGS.records) / "index.csv")
         whole = index[(index["region"] == "whole") & (index["split"] == "train")]
@@ -64,6 +84,23 @@ def main(argv: list[str]) -> None:
         seconds = time.perf_counter() - start
         print(f"  reader: {len(source) / seconds:.0f} records/s (whole-spine train records, random order, decoded "
               f"to float32, {fields['volume'].nbytes / 1e3:.0f} kB each as float16)")
+
+
+def _dcm2niix_seconds(dcm2niix: str, items: list[dict]) -> float:
+    """Seconds dcm2niix takes to convert each series (its files linked into a folder of their own)."""
+    seconds = 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        for n, item in enumerate(items):
+            folder, out = Path(tmp) / f"in{n}", Path(tmp) / f"out{n}"
+            folder.mkdir()
+            out.mkdir()
+            for k, path in enumerate(item["files"]):
+                (folder / f"{k:05d}.dcm").symlink_to(Path(path).resolve())
+            start = time.perf_counter()
+            subprocess.run([dcm2niix, "-z", "n", "-b", "n", "-f", "series", "-o", str(out), str(folder)],
+                           check=True, capture_output=True)
+            seconds += time.perf_counter() - start
+    return seconds
 
 
 def define_flags() -> None:
