@@ -17,6 +17,7 @@ path, id or secret goes in: the summary holds counts, ages, keyed site codes and
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import importlib.metadata
 import json
@@ -25,7 +26,11 @@ from pathlib import Path
 import jax
 import ml_collections
 import numpy as np
+import pandas as pd
 
+from analysis import bias_correction
+from data_prep import output_folder  # the one writer of output folders, shared with data_prep's stages
+from data_prep.records import preprocess
 from spinejax import losses, models
 from spinejax.errors import InputError
 
@@ -90,22 +95,20 @@ def _check_facts(folder: Path, facts: dict) -> None:
                          "bundle again")
 
 
-def plan_of(facts: dict):
-    """The bundle's preprocessing plan (data_prep.records.preprocess.Plan)."""
-    from data_prep.records import preprocess
+def plan_of(facts: dict) -> preprocess.Plan:
+    """The bundle's preprocessing plan."""
+    return preprocess.Plan.from_json(facts["preprocessing"]["plan"])
 
-    plan = facts["preprocessing"]["plan"]
-    return preprocess.Plan(
-        spacing_mm=tuple(plan["spacing_mm"]), grids=tuple((r, tuple(g)) for r, g in plan["grids"]),
-        mask_dilation_mm=plan["mask_dilation_mm"], clip_percentiles=tuple(plan["clip_percentiles"]),
-        crop_margin_mm=plan["crop_margin_mm"], min_slices=plan["min_slices"],
-        max_missing_level_share=plan["max_missing_level_share"])
+
+def _leaf_names(tree) -> list[str]:
+    """'params/Conv_0/kernel', ...: each leaf of a flax variable tree by its path, in tree order."""
+    paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+    return ["/".join(str(getattr(k, "key", k)) for k in path) for path in paths]
 
 
 def flatten(variables: dict) -> dict[str, np.ndarray]:
-    """{'params/Conv_0/kernel': array, ...}: every leaf of a flax variable tree by its path."""
-    leaves = jax.tree_util.tree_flatten_with_path(variables)[0]
-    return {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(leaf, np.float32) for path, leaf in leaves}
+    """{'params/Conv_0/kernel': array, ...}: every leaf of a flax variable tree by its path, as float32."""
+    return dict(zip(_leaf_names(variables), (np.asarray(leaf, np.float32) for leaf in jax.tree.leaves(variables))))
 
 
 def _sha256(path: Path) -> str:
@@ -159,13 +162,11 @@ def load(folder) -> Bundle:
     model = bundle.model()
     template = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), np.zeros((1, *bundle.grid, 1), np.float32),
                                                  train=False))
-    expected = flatten(jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), template))
-    if set(expected) != set(stored) or any(stored[k].shape != v.shape for k, v in expected.items()):
+    names, shapes = _leaf_names(template), [s.shape for s in jax.tree.leaves(template)]
+    if set(names) != set(stored) or any(stored[n].shape != s for n, s in zip(names, shapes)):
         raise InputError(f"{folder}/params.npz does not fit the bundle's model (the config and the parameters "
                          "disagree)")
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
-    names = ["/".join(str(getattr(k, "key", k)) for k in path) for path, _ in leaves]
-    variables = jax.tree_util.tree_unflatten(treedef, [stored[n] for n in names])
+    variables = jax.tree.unflatten(jax.tree.structure(template), [stored[n] for n in names])
     return Bundle(facts, variables)
 
 
@@ -174,8 +175,7 @@ def export(workdir, out, checkpoint: str = "best") -> dict:
     user's files); returns bundle.json's facts. Needs spinejax.evaluate's predictions of that checkpoint on the
     run's records (the validation split calibrates the intervals) and, when analysis.report ran on them, takes
     its bias correction. Refused when the records' plan is no longer the one the model was trained on."""
-    from data_prep import output_folder  # the one writer of output folders, shared with data_prep's stages
-    from spinejax import input_pipeline
+    from spinejax import input_pipeline  # the training side, here only: predict need not load it
     from spinejax import workdir as workdir_format
 
     workdir = Path(workdir)
@@ -237,8 +237,6 @@ def _cross_fitted_residuals(validation, correction: dict) -> np.ndarray:
     """|age - corrected predicted age| [n] of the validation records, each corrected by a fit on the other half
     of the validation subjects: the correction was fitted on these records, and its own residuals would be too
     small for an honest calibration (a 'none' correction needs no refit)."""
-    from analysis import bias_correction
-
     age, predicted = validation["age"].to_numpy(float), validation["predicted_age"].to_numpy(float)
     if correction["method"] == "none":
         return np.abs(age - predicted)
@@ -258,14 +256,10 @@ def _cross_fitted_residuals(validation, correction: dict) -> np.ndarray:
 
 
 def _now() -> str:
-    import datetime
-
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
-def _read_predictions(path: Path):
-    import pandas as pd
-
+def _read_predictions(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"series_key": str, "subject_key": str, "site": str}, keep_default_na=False,
                        na_values=[""])
 
@@ -288,8 +282,6 @@ def _bias_correction(workdir: Path, step: int) -> dict:
 def _apply_correction(correction: dict, predicted: np.ndarray) -> np.ndarray:
     """Corrected predicted age (years) [n] from raw [n] (analysis.bias_correction; 'linear' or 'none' need no
     chronological age)."""
-    from analysis import bias_correction
-
     predicted = np.asarray(predicted, float)
     return bias_correction.corrected_age(correction, np.full_like(predicted, np.nan), predicted)
 

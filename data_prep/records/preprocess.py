@@ -58,6 +58,14 @@ class Plan:
     def to_json(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
+    @classmethod
+    def from_json(cls, data: dict) -> Plan:
+        """The plan to_json wrote (a records manifest's or a model bundle's)."""
+        return cls(spacing_mm=tuple(data["spacing_mm"]), grids=tuple((r, tuple(g)) for r, g in data["grids"]),
+                   mask_dilation_mm=data["mask_dilation_mm"], clip_percentiles=tuple(data["clip_percentiles"]),
+                   crop_margin_mm=data["crop_margin_mm"], min_slices=data["min_slices"],
+                   max_missing_level_share=data["max_missing_level_share"])
+
     def fingerprint(self) -> str:
         """16 hex characters that change whenever anything in the plan changes."""
         text = json.dumps(self.to_json(), sort_keys=True).encode()
