@@ -32,7 +32,7 @@ def main(argv: list[str]) -> None:
     manifest = build(Path(FLAGS.input), Path(FLAGS.out), FLAGS.config, pseudonym.load_secret(FLAGS.secret_file))
     c = manifest["counts"]
     if manifest["skipped"]:
-        print(f"{FLAGS.out}: records already up to date (inputs, reports, plan, secret and code unchanged)")
+        print(f"{FLAGS.out}: records already up to date (inputs, reports, schema, plan, secret and code unchanged)")
     elif manifest["announce"]:
         print(manifest["announce"])
     print(f"{c['inputs']} inputs: {c['processed']} processed, {c['failed']} failed; {c['records']} records, "

@@ -344,7 +344,7 @@ def build(cohort: Path, out: Path, config: ml_collections.ConfigDict, secret: by
                 return {**done, "skipped": True, "outcomes": [], "rejections": [], "ignored_columns": [],
                         "schema_source": table.schema.source, "table": table.schema.table,
                         "announce": ""}
-        announce = ("inputs, reports, plan, secret or code changed since the last build: rebuilding all records"
+        announce = ("inputs, reports, schema, plan, secret or code changed since the last build: rebuilding all records"
                     if previous.is_file() else "")
         resumed = folder.start({"stamp": pseudonym.keyed_hash(stamp_text, secret, "stamp")})
         (folder.partial / ".cache").mkdir(exist_ok=True)
