@@ -32,8 +32,10 @@ setup() {
   if [ "$(cat "${stamp}" 2>/dev/null || true)" != "${want}" ]; then
     "${PY}" -m pip install --quiet --upgrade pip
     "${PY}" -m pip install --quiet -r requirements.txt
-    # spinejax itself, editable: its commands then run from any directory with .venv/bin/python
-    "${PY}" -m pip install --quiet --no-deps -e . > .venv/spinejax-install.log 2>&1 \
+    # spinejax itself, editable in 'compat' mode: the checkout's folder goes on .venv's path, so the checkout's
+    # stages (data_prep, analysis, configs; not part of a plain `pip install .`) also run from any directory
+    "${PY}" -m pip install --quiet --no-deps -e . --config-settings editable_mode=compat \
+      > .venv/spinejax-install.log 2>&1 \
       || { cat .venv/spinejax-install.log; exit 1; }  # setuptools' build warnings only when it fails
     echo "${want}" > "${stamp}"
   else

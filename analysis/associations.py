@@ -7,7 +7,7 @@ errors. q-values are Benjamini-Hochberg over every term tested in one table.
 Factors and what their effect means (years of SAG):
 - conditions (from the reports' `<condition>__<level>` grades): present when graded mild or worse at any
   level, over the whole spine and per region (cervical, thoracic, lumbar); present against absent;
-- exposures, as the cohort schema declares them (data_prep.cohort.schema): `yes_no` (yes against no),
+- exposures, as the cohort schema declares them (spinejax.cohort.schema): `yes_no` (yes against no),
   `number` (per unit), `categorical` (each level against the declared reference level: one row per level,
   all from one model). Blank answers are unanswered and leave that person out of that factor's model only.
 Covariates (the schema's) are adjusted for in every model; a person with a blank covariate leaves the models.
@@ -24,7 +24,8 @@ import pandas as pd
 import statsmodels.formula.api as smf
 from statsmodels.stats.multitest import multipletests
 
-from data_prep.cohort import pathology_features, spine_labels
+from spinejax.cohort import pathology_features
+from spinejax.scans import spine_labels
 
 FDR = 0.05
 REGIONS = tuple(spine_labels.REGIONS)

@@ -21,9 +21,9 @@ import pandas as pd
 from absl import app, flags
 from sklearn.metrics import adjusted_rand_score
 
-from data_prep import output_folder
-from data_prep.cohort import pseudonym
 from data_prep.normal import eligibility, normal_spines
+from spinejax import output_folder
+from spinejax.cohort import pseudonym
 
 FLAGS = flags.FLAGS
 def detection(ineligible: np.ndarray, abnormal: np.ndarray, kinds: np.ndarray) -> dict:

@@ -24,9 +24,9 @@ import pandas as pd
 from absl import app, flags, logging
 
 from analysis import figures
-from data_prep.cohort import spine_labels
 from spinejax import input_pipeline, losses, models, records
 from spinejax import workdir as workdir_format
+from spinejax.scans import spine_labels
 
 
 def gradcam_fn(model: models.AgeCNN, head: losses.AgeHead):

@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 from absl import app, flags
 
-from data_prep.cohort import pseudonym, reports_table
-from data_prep.records import build_records
+from spinejax.cohort import pseudonym, reports_table
 from spinejax.errors import InputError, one_line_errors
+from spinejax.scans import prepare
 
 LAYOUT_MARKER = ".spinejax-layout"
 
@@ -38,7 +38,7 @@ def layout(cohort: Path, records: Path, secret: bytes, out: Path) -> int:
     test_keys = set(index.loc[index["split"] == "test", "series_key"])
     from configs import records as records_config
 
-    inputs, _ = build_records.list_inputs(cohort, records_config.get_config())
+    inputs, _ = prepare.list_inputs(cohort, records_config.get_config())
     table = reports_table.read_cohort(cohort).rows
     scans = out / "scans"
     if (scans / LAYOUT_MARKER).is_file():  # our own earlier layout: links and a table, nothing of the user's

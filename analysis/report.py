@@ -30,7 +30,7 @@ import pandas as pd
 from absl import app, flags
 
 from analysis import associations, figures, spine_age_gap
-from data_prep.cohort import schema as cohort_schema
+from spinejax.cohort import schema as cohort_schema
 from spinejax.errors import one_line_errors
 
 LIBRARIES = ("jax", "flax", "optax", "orbax-checkpoint", "grain", "numpy", "pandas", "statsmodels", "matplotlib")

@@ -1,6 +1,6 @@
 """From exported predictions to bias-corrected spine age gaps, and accuracy before and after correction.
 
-Input: WORKDIR/predictions/<split>.csv (spinejax.evaluate). The correction (analysis/bias_correction.py)
+Input: WORKDIR/predictions/<split>.csv (spinejax.evaluate). The correction (spinejax/bias_correction.py)
 is fitted on validation subjects (the eligible ones when eligibility is known, the population the model
 was trained on; --fit_on=all uses everyone) and applied to the validation and test splits.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import bias_correction
+from spinejax import bias_correction
 from spinejax.age_metrics import age_metrics
 
 

@@ -3,7 +3,7 @@
     python -m data_prep.build_records --input=COHORT_DIR --out=RECORDS_DIR [--config=configs/records.py]
         [--config.workers=2 ...] [--secret_file=PATH]
 
-The plan values (spacing, grids, mask dilation, clipping) are data_prep.preprocess.Plan's; the defaults
+The plan values (spacing, grids, mask dilation, clipping) are spinejax.scans.preprocess.Plan's; the defaults
 are sized for the CPU preset (whole spine 16 x 192 x 48 voxels at 4 mm). `--config=configs/records.py:paper`
 gives the paper-scale plan for GPUs and TPUs: 4 mm between sagittal slices and 1 mm in plane, the whole
 spine on 16 x 768 x 256 voxels (the paper's slab is 14 x 793 x 384).
@@ -39,7 +39,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.max_oblique_deg = 30.0  # slice normals further than this from left-right are not sagittal
     config.max_cropped_share = 0.05  # a region whose grid crops the anatomy of more records than this: warned
     config.workers = 0  # 0: all cores
-    # The cohort schema (data_prep/cohort/schema.py, docs/cohort_schema.md): which reports columns are read and
+    # The cohort schema (spinejax/cohort/schema.py, docs/cohort_schema.md): which reports columns are read and
     # what their values mean. '': COHORT_DIR/cohort_schema.yaml (or .yml, .json) when there is one, else
     # spinejax's own column names with no exposures.
     config.schema_file = ""

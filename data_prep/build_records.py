@@ -10,9 +10,10 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from configs import records as records_config
-from data_prep.cohort import pseudonym, walk
 from data_prep.records.build_records import build
+from spinejax.cohort import pseudonym
 from spinejax.errors import one_line_errors
+from spinejax.scans import walk
 
 FLAGS = flags.FLAGS
 

@@ -28,17 +28,20 @@ import ml_collections
 import numpy as np
 import pandas as pd
 
-from analysis import bias_correction
-from data_prep import output_folder  # the one writer of output folders, shared with data_prep's stages
-from data_prep.records import preprocess
-from spinejax import losses, models
+from spinejax import (
+    bias_correction,
+    losses,
+    models,
+    output_folder,  # the one writer of output folders, shared with data_prep's stages
+)
 from spinejax.errors import InputError
+from spinejax.scans import preprocess
 
 FORMAT_VERSION = 1
 FILES = ("bundle.json", "params.npz")
 LIBRARIES = ("jax", "jaxlib", "flax", "numpy", "pydicom", "nibabel")
 INTERVAL_LEVELS = (0.8, 0.9, 0.95)
-LABEL_CONVENTION = "TotalSpineSeg (data_prep/cohort/spine_labels.py)"
+LABEL_CONVENTION = "TotalSpineSeg (spinejax/scans/spine_labels.py)"
 _NONE = {"method": "none", "slope": 1.0, "intercept": 0.0}
 
 
@@ -171,7 +174,7 @@ def load(folder) -> Bundle:
 
 
 def export(workdir, out, checkpoint: str = "best") -> dict:
-    """Writes the bundle of `workdir`'s `checkpoint` into `out` (data_prep.output_folder: whole, never over the
+    """Writes the bundle of `workdir`'s `checkpoint` into `out` (spinejax.output_folder: whole, never over the
     user's files); returns bundle.json's facts. Needs spinejax.evaluate's predictions of that checkpoint on the
     run's records (the validation split calibrates the intervals) and, when analysis.report ran on them, takes
     its bias correction. Refused when the records' plan is no longer the one the model was trained on."""
@@ -280,7 +283,7 @@ def _bias_correction(workdir: Path, step: int) -> dict:
 
 
 def _apply_correction(correction: dict, predicted: np.ndarray) -> np.ndarray:
-    """Corrected predicted age (years) [n] from raw [n] (analysis.bias_correction; 'linear' or 'none' need no
+    """Corrected predicted age (years) [n] from raw [n] (spinejax.bias_correction; 'linear' or 'none' need no
     chronological age)."""
     predicted = np.asarray(predicted, float)
     return bias_correction.corrected_age(correction, np.full_like(predicted, np.nan), predicted)

@@ -10,9 +10,9 @@ what each output holds.
 
 from absl import app, flags, logging
 
-from data_prep.cohort import walk
 from spinejax import predictor
 from spinejax.errors import one_line_errors
+from spinejax.scans import walk
 
 
 def define_flags():

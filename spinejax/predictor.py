@@ -3,11 +3,11 @@
 The input folder has the cohort layout (README, "Bring your own data"): dicom/ and/or nifti/ with masks/,
 and optionally the reports table with its schema (then, where it gives the age, the corrected age's gap
 too). Each scan is read, checked and preprocessed by the records stage's own functions and the bundle's plan
-(data_prep.records.build_records: list_inputs, prepare_scan, cut), so it meets the same rules and gets the
+(spinejax.scans.prepare: list_inputs, prepare_scan, cut), so it meets the same rules and gets the
 same reason codes; the model runs with the bundle's parameters in batches of the training run's size, a
 batch at a time (memory stays that of one batch).
 
-Writes into OUT (data_prep.output_folder: whole, never over the user's files):
+Writes into OUT (spinejax.output_folder: whole, never over the user's files):
     predictions.csv  one row per series: series_id (as you gave it: these outputs stay on your machine, so
                      nothing is keyed), where (its folder or file under the input), kind, status (ok or
                      refused), code and reason when refused, predicted_age (raw), corrected_age (the bundle's
@@ -35,14 +35,13 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from data_prep import output_folder
-from data_prep.cohort import reports_table, walk
-from data_prep.cohort import schema as cohort_schema
-from data_prep.cohort.refusal import Refusal
-from data_prep.records import build_records, preprocess
 from spinejax import bundle as bundle_format
-from spinejax import losses
+from spinejax import losses, output_folder
+from spinejax.cohort import reports_table
+from spinejax.cohort import schema as cohort_schema
 from spinejax.errors import InputError
+from spinejax.scans import prepare, preprocess, walk
+from spinejax.scans.refusal import Refusal
 
 COLUMNS = ["series_id", "where", "kind", "status", "code", "reason", "predicted_age", "corrected_age", "interval_low",
            "interval_high", "interval_level", "age", "sag", "levels_missing", "qc_flags", "qc_picture"]
@@ -69,7 +68,7 @@ def known_ages(input_dir: Path) -> tuple[dict[str, float], list]:
     return dict(zip(table.rows["series_id"], table.rows["age"].astype(float))), table.rejected
 
 
-def qc_flags(prepared: build_records.PreparedScan, levels_missing: int, plan: preprocess.Plan, region: str,
+def qc_flags(prepared: prepare.PreparedScan, levels_missing: int, plan: preprocess.Plan, region: str,
              fingerprint: dict) -> list[str]:
     flags = ["levels_missing"] if levels_missing else []
     extent = np.asarray(preprocess.region_extent_mm(prepared.resampled[1], plan, region))
@@ -106,7 +105,7 @@ def predict_folder(bundle_dir, input_dir, out, level: float = 0.9, batch_size: i
     with output_folder.OutputFolder(out, "predictions") as folder:  # a bad --out is refused before any work
         folder.start({"bundle": bundle.facts["checkpoint_step"], "time": time.time()})
         (folder.partial / "qc").mkdir()
-        inputs, listed = build_records.list_inputs(input_dir, config)
+        inputs, listed = prepare.list_inputs(input_dir, config)
         ages, rejected = known_ages(input_dir)
         predict = make_predict_fn(bundle)
         rows, pending = [], []
@@ -114,12 +113,12 @@ def predict_folder(bundle_dir, input_dir, out, level: float = 0.9, batch_size: i
             row = {"series_id": item["series_id"], "where": item["where"], "kind": item["kind"], "status": "refused",
                    "code": "", "reason": "", "age": ages.get(item["series_id"], np.nan)}
             rows.append(row)
-            prepared = build_records.prepare_scan(item, plan, config)
-            if not isinstance(prepared, build_records.PreparedScan):
+            prepared = prepare.prepare_scan(item, plan, config)
+            if not isinstance(prepared, prepare.PreparedScan):
                 row.update(code=prepared["code"], reason=prepared["message"])
                 continue
             try:
-                arrays, levels = build_records.cut(prepared, plan, region)
+                arrays, levels = prepare.cut(prepared, plan, region)
             except Refusal as error:
                 row.update(code=error.code, reason=error.message)
                 continue

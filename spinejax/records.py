@@ -31,7 +31,7 @@ ARRAYS = {
 SCALARS = {
     "schema_version": (int, "SCHEMA_VERSION of the writer"),
     "plan_hash": (str, "fingerprint of the preprocessing plan; readers refuse records of another plan"),
-    "subject_key": (str, "keyed hash of the subject id (data_prep.pseudonym)"),
+    "subject_key": (str, "keyed hash of the subject id (spinejax.cohort.pseudonym)"),
     "series_key": (str, "keyed hash of the series id"),
     "split": (str, "'train', 'validation' or 'test' (by subject)"),
     "region": (str, "'whole', 'cervical', 'thoracic' or 'lumbar'"),
@@ -39,7 +39,7 @@ SCALARS = {
     "sex": (str, "'F', 'M', 'O' or '' when unknown"),
     "site": (str, "acquisition site: its declared code, or a keyed code 'site-xxxxxxxx' ('' when unknown)"),
     "levels_present": (str, "the region's vertebrae and discs present in the mask, comma-separated, top to "
-                            "bottom ('C2,C2-C3,...'); data_prep.preprocess.region_levels lists all of them"),
+                            "bottom ('C2,C2-C3,...'); spinejax.scans.preprocess.region_levels lists all of them"),
 }
 
 

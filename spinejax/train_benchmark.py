@@ -22,6 +22,7 @@ step time, and the fraction of peak is against --peak_gflops (157: a 2-core Zen 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import statistics
 import time
@@ -34,14 +35,18 @@ from absl import app, flags
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from configs import default
 from spinejax import conv, distributed, host_memory, input_pipeline, losses, steps, train
+from spinejax.errors import InputError, one_line_errors
 
 CPU_GRID = (16, 192, 48)
+# The presets timed come from the checkout's training config (configs/ is not part of the installed package).
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.py"
 MEAN_YEARS, SD_YEARS = 55.0, 14.0
 
 
 def define_flags():
+    flags.DEFINE_string("config_file", str(DEFAULT_CONFIG), "training config file whose get_config('cpu') "
+                        "and get_config() are the CPU preset and the paper-scale network")
     flags.DEFINE_string("records", "runs/default/records", "records folder for the input-pipeline measurement")
     flags.DEFINE_float("peak_gflops", 157.0, "the device's peak GFLOP/s, for the fraction of peak")
     flags.DEFINE_integer("steps", 10, "timed steps of the CPU preset (after 2 warm-up steps); per round with --peer")
@@ -54,6 +59,16 @@ def define_flags():
     flags.DEFINE_list("convs", ["auto", "xla"], "with --peer: JAX convolutions to time (spinejax.conv.METHODS)")
     flags.DEFINE_integer("rounds", 7, "with --peer: alternating rounds (medians are reported)")
     flags.DEFINE_bool("keep_freed_memory", True, "spinejax.host_memory's malloc settings, as training uses")
+
+
+def load_presets(path: str):
+    """(CPU preset, paper-scale config) of a training config file such as configs/default.py."""
+    if not Path(path).is_file():
+        raise InputError(f"--config_file: no training config file at {path} (configs/default.py of a checkout)")
+    spec = importlib.util.spec_from_file_location("spinejax_benchmarked_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config("cpu"), module.get_config()
 
 
 def _compiled_step(config, grid, batch_size: int):
@@ -217,8 +232,7 @@ def main(argv):
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     device = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
     on_gpu = jax.default_backend() == "gpu"
-    cpu = default.get_config("cpu")
-    paper = default.get_config()
+    cpu, paper = load_presets(f.config_file)
     paper_grid = tuple(int(n) for n in f.paper_grid)
     if f.peer:
         dtype = "bfloat16" if on_gpu else "float32"
@@ -254,4 +268,4 @@ def _report(name, device, batch_size, flops, seconds, peak_gflops):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    app.run(one_line_errors(main))

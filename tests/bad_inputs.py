@@ -4,7 +4,7 @@ Each kind is one function that writes its files into the corpus folder (its own 
 name, so kinds never share an input), adds its reports.csv rows, and returns the checks of its expected
 outcome under the ingestion contract, docs/ingestion.md:
 
-    processed       the series' records are in index.csv, keyed data_prep.pseudonym.series_key(series_id, SECRET)
+    processed       the series' records are in index.csv, keyed spinejax.cohort.pseudonym.series_key(series_id, SECRET)
     not_processed   no record carries the series id
     refused         entries of manifest["outcomes"] (by series id or by path under the cohort) with the code
     not_refused     no entry of manifest["outcomes"] names the series id

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import associations, bias_correction, spine_age_gap
+from analysis import associations, spine_age_gap
 from data_prep.phantom import synthesize
+from spinejax import bias_correction
 
 
 def _regressed_to_the_mean(n=400, seed=0):

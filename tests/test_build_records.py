@@ -17,10 +17,11 @@ import pydicom.data
 import pytest
 
 from configs import records as records_config
-from data_prep.cohort import pseudonym, spine_labels
 from data_prep.records import build_records, splits
 from spinejax import records
+from spinejax.cohort import pseudonym
 from spinejax.errors import InputError
+from spinejax.scans import spine_labels
 from tests import dicom_reference as ref
 from tests import processes
 

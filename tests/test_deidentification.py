@@ -111,7 +111,7 @@ def _needle(value: str) -> Needle:
 
 def _unkeyed_hashes(values: set[str]) -> list[Needle]:
     """The first 16 hex characters of unkeyed digests of each value, and of keys made without a secret
-    (HMAC under an empty key, as data_prep.pseudonym would with b''): guessable ids behind them are found
+    (HMAC under an empty key, as spinejax.cohort.pseudonym would with b''): guessable ids behind them are found
     by trying every MRN or path, so they are as good as the id itself."""
     out = []
     for value in sorted(v for v in values if len(v) >= SHORT):
@@ -733,7 +733,7 @@ def test_the_planted_inputs_were_exercised(world, user):
     broken rows rejections, and only the unprivileged user met a permission error."""
     import pandas as pd
 
-    from data_prep.cohort import pseudonym
+    from spinejax.cohort import pseudonym
 
     run = _run(world, user)
     secret = SECRET.encode()

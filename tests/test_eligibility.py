@@ -13,9 +13,9 @@ from umap import distances as umap_distances
 
 from analysis import eligibility_truth
 from configs import eligibility as eligibility_config
-from data_prep.cohort import pathology_features, pseudonym
 from data_prep.normal import eligibility, normal_spines
 from data_prep.phantom import synthesize
+from spinejax.cohort import pathology_features, pseudonym
 from spinejax.errors import InputError
 
 SECRET = b"test-secret-0123456789abcdef"

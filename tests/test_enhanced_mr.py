@@ -17,8 +17,8 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 
-from data_prep.cohort import canonical, dicom_series
 from data_prep.phantom import acquisition, writers
+from spinejax.scans import canonical, dicom_series
 from tests import dicom_reference as ref
 
 WHO = writers.Identity("DOE^JANE", "MRN1", "19700101", "F", 50, "A1", "20200101", writers.make_uid("emr-st"),

@@ -11,10 +11,10 @@ import pytest
 
 from analysis import ablation, eligibility_truth, gradcam, report
 from configs import eligibility as eligibility_config
-from data_prep.cohort import spine_labels
 from data_prep.normal import eligibility
 from spinejax import workdir as workdir_format
 from spinejax.errors import InputError
+from spinejax.scans import spine_labels
 
 
 def test_every_record_is_predicted_once_with_its_keys(evaluated, training_records):

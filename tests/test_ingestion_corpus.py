@@ -25,9 +25,9 @@ import pandas as pd
 import pytest
 
 from configs import records as records_config
-from data_prep.cohort import pseudonym
 from data_prep.phantom import synthesize
 from data_prep.records import build_records
+from spinejax.cohort import pseudonym
 from spinejax.errors import InputError
 from tests import bad_inputs
 

@@ -1,5 +1,6 @@
 """The folder layout keeps its promises: the pipeline never imports the synthetic cohort's code (so nothing can
-read the hidden truth), and command-line modules stay thin and unimported."""
+read the hidden truth), command-line modules stay thin and unimported, and the installed package (spinejax
+alone) imports nothing that only a checkout has."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).parents[1]
-PIPELINE = ("data_prep/cohort", "data_prep/records", "data_prep/normal", "spinejax", "analysis")
+PIPELINE = ("spinejax", "spinejax/scans", "spinejax/cohort", "data_prep/records", "data_prep/normal", "analysis")
+CHECKOUT_ONLY = ("data_prep", "analysis", "configs")  # top-level folders that `pip install .` does not install
 CLIS = {"data_prep.build_records", "data_prep.eligibility", "data_prep.synthesize", "spinejax.main",
         "spinejax.predict", "spinejax.export"}
 
@@ -45,3 +47,21 @@ def test_command_line_modules_are_imported_by_nothing():
             else:
                 continue
             assert not names & CLIS, f"{path.relative_to(REPO)} imports a command-line module: {names & CLIS}"
+
+
+def _imported(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+    return names
+
+
+def test_the_installed_package_needs_no_checkout_folder():
+    paths = sorted((REPO / "spinejax").rglob("*.py"))
+    assert len(paths) > 30
+    for path in paths:
+        outside = {n for n in _imported(path) if n.split(".")[0] in CHECKOUT_ONLY}
+        assert not outside, f"{path.relative_to(REPO)} imports {sorted(outside)}, which pip install . does not install"

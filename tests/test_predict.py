@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import nibabel as nib
@@ -15,10 +16,10 @@ import pandas as pd
 import pytest
 
 from analysis import prediction_check
-from data_prep.cohort import spine_labels
 from spinejax import bundle, evaluate, predictor
 from spinejax import workdir as workdir_format
 from spinejax.errors import InputError
+from spinejax.scans import spine_labels
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +114,57 @@ def test_a_partial_scan_is_flagged_and_a_scan_without_its_region_refused(exporte
     refused = table.loc[f"{series}-no-lumbar"]
     assert refused["status"] == "refused" and refused["code"] in ("region_partial", "region_absent")
     assert np.isnan(refused["predicted_age"])
+
+
+def _source_copy(to: Path) -> Path:
+    """The checkout's source files (pip builds in the source folder: never in the checkout itself)."""
+    skip = shutil.ignore_patterns(".git", ".venv", "runs", "build", "*.egg-info", "__pycache__", ".pytest_cache",
+                                  ".whl", ".gpu", ".ruff_cache")
+    return Path(shutil.copytree(Path(__file__).parents[1], to, ignore=skip))
+
+
+def test_pip_install_into_a_clean_venv_gives_a_working_command(exported, training_records, tmp_path):
+    _, model = exported
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    # No network: the dependencies come from this environment's site-packages as a plain path entry (its .pth
+    # files, among them the checkout's editable install, are not read), the way an offline mirror would.
+    Path(site, "dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    source = _source_copy(tmp_path / "source")
+    done = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
+                           "--no-build-isolation", "--no-cache-dir", str(source)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    installed = sorted(p.name for p in Path(site).iterdir() if not p.name.endswith((".dist-info", ".pth")))
+    assert installed == ["spinejax"], f"pip install . put these top-level names in site-packages: {installed}"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    where = subprocess.run([python, "-c", "import importlib.util, spinejax; "
+                            "print(spinejax.__file__, [importlib.util.find_spec(m) for m in "
+                            "('data_prep', 'analysis', 'configs')])"],
+                           cwd=elsewhere, capture_output=True, text=True, check=True).stdout
+    assert where.startswith(site) and where.strip().endswith("[None, None, None]"), where
+    # Two scans of the cohort layout, predicted by the installed command from another directory.
+    cohort = training_records.parent / "cohort"
+    scans = tmp_path / "scans"
+    for folder in ("nifti", "masks"):
+        (scans / folder).mkdir(parents=True)
+    for source_scan in sorted((cohort / "nifti").glob("*.nii.gz"))[:2]:
+        shutil.copy(source_scan, scans / "nifti" / source_scan.name)
+        shutil.copy(cohort / "masks" / source_scan.name, scans / "masks" / source_scan.name)
+    done = subprocess.run([venv / "bin" / "spinejax-predict", f"--model={model}", f"--input={scans}",
+                           f"--out={tmp_path / 'installed'}"], cwd=elsewhere, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    installed_table = pd.read_csv(tmp_path / "installed" / "predictions.csv")
+    here = predictor.predict_folder(model, scans, tmp_path / "here", progress=False)["table"]
+    assert list(installed_table["status"]) == ["ok", "ok"]
+    np.testing.assert_array_equal(installed_table["predicted_age"].to_numpy(),
+                                  pd.read_csv(tmp_path / "here" / "predictions.csv")["predicted_age"].to_numpy())
+    assert len(here) == 2
 
 
 def test_evaluate_never_replaces_another_evaluation(evaluated):

@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_prep.cohort import pathology_features
 from data_prep.phantom import synthesize
+from spinejax.cohort import pathology_features
 
 REPO = Path(__file__).parents[1]
 HOSPITALS = {"site_A": "North Valley Hospital", "site_B": "St Elsewhere", "site_C": "Harbour Clinic",

@@ -14,10 +14,10 @@ import pytest
 
 from configs import eligibility as eligibility_config
 from configs import records as records_config
-from data_prep import output_folder
-from data_prep.cohort import pseudonym
 from data_prep.normal import eligibility
 from data_prep.records import build_records
+from spinejax import output_folder
+from spinejax.cohort import pseudonym
 from spinejax.errors import InputError
 from tests import processes
 

@@ -1,4 +1,4 @@
-"""data_prep.cohort.reports_table: spreadsheet exports as sites make them, read row by row with the right line
+"""spinejax.cohort.reports_table: spreadsheet exports as sites make them, read row by row with the right line
 numbers."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from data_prep.cohort import reports_table
-from data_prep.cohort import schema as cohort_schema
+from spinejax.cohort import reports_table
+from spinejax.cohort import schema as cohort_schema
 from spinejax.errors import InputError
 
 

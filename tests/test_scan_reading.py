@@ -11,8 +11,8 @@ import pydicom
 import pydicom.data
 import pytest
 
-from data_prep.cohort import canonical, dicom_series
 from data_prep.phantom import acquisition, writers
+from spinejax.scans import canonical, dicom_series
 
 WHO = writers.Identity("DOE^JANE", "MRN1", "19700101", "F", 50, "A1", "20200101", writers.make_uid("st"),
                        writers.make_uid("se"), writers.make_uid("fr"), 3, "TEST")

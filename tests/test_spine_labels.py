@@ -1,4 +1,4 @@
-from data_prep.cohort import spine_labels
+from spinejax.scans import spine_labels
 
 
 def test_totalspineseg_values():

@@ -16,9 +16,9 @@ import pydicom
 import pytest
 from scipy import stats
 
-from data_prep.cohort import spine_labels
 from data_prep.phantom import acquisition, anatomy, findings, render, synthesize, writers
 from spinejax.errors import InputError
+from spinejax.scans import spine_labels
 from tests import dicom_reference as ref
 from tests import processes
 

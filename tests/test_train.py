@@ -172,7 +172,7 @@ import json
 import jax, numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from configs import default
-from spinejax import losses, models, steps
+from spinejax import losses, steps, train
 assert jax.device_count() == 4
 config = default.get_config("cpu")
 head = losses.AgeHead(loss="l1", mean_years=50.0, sd_years=10.0)
@@ -182,12 +182,9 @@ batch = {"volume": rng.normal(size=(8, 16, 32, 16, 1)).astype(np.float32),
 results = []
 for devices in ([jax.devices()[0]], jax.devices()):
     mesh = Mesh(np.asarray(devices), ("data",))
-    replicated = NamedSharding(mesh, P())
-    model = models.build(config.model, 1)
-    tx = steps.make_optimizer(config.optimizer, 10)
-    state = jax.jit(lambda: steps.create_train_state(model, head, tx, (16, 32, 16, 1), 0),
-                    out_shardings=replicated)()
-    train_step, predict_step = steps.jit_steps(mesh, jax.tree.map(lambda _: replicated, state))
+    # The training loop's own state and steps (spinejax.train.build_state, spinejax.steps.jit_steps).
+    state, state_sharding = train.build_state(config, head, (16, 32, 16), 10, mesh)
+    train_step, predict_step = steps.jit_steps(mesh, state_sharding)
     sharded = jax.device_put(batch, NamedSharding(mesh, P("data")))
     assert len(sharded["volume"].sharding.device_set) == len(devices)
     for _ in range(3):

@@ -6,16 +6,16 @@
 Reads the cohort's reports table (one row per series; COHORT_DIR/reports.csv or what its cohort schema
 names) and writes to DIR:
     eligibility.csv        series_key, subject_key, cluster, membership, eligible, code, reason (one row per
-                           row of the table, in file order: rejected rows too (data_prep.cohort.reports_table),
+                           row of the table, in file order: rejected rows too (spinejax.cohort.reports_table),
                            with cluster -2, their code and the reason in spinejax's words)
     clusters.csv           per cluster: size, shares, age summary, common or rare, condition prevalence
     embedding.csv          series_key, cluster, umap_0, umap_1, ...
     embedding_clusters.png, embedding_age.png, prevalence_heatmap.png
     summary.json           config, counts (they add up), library versions, input and secret fingerprints,
                            timings; no path
-The folder is written whole (data_prep.output_folder): never over the user's files, one run at a time, and
+The folder is written whole (spinejax.output_folder): never over the user's files, one run at a time, and
 up to date only while the table's bytes, the config, the secret and the code version are unchanged.
-Keys are keyed hashes (data_prep.pseudonym) under the same secret as the records, so training can keep
+Keys are keyed hashes (spinejax.cohort.pseudonym) under the same secret as the records, so training can keep
 eligible series and the analysis can still see everyone. The method is data_prep/normal_spines.py.
 """
 
@@ -30,9 +30,9 @@ import ml_collections
 import numpy as np
 import pandas as pd
 
-from data_prep import output_folder
-from data_prep.cohort import pathology_features, pseudonym, reports_table
 from data_prep.normal import figures, normal_spines
+from spinejax import output_folder
+from spinejax.cohort import pathology_features, pseudonym, reports_table
 from spinejax.errors import InputError
 
 INVALID = -2
@@ -54,7 +54,7 @@ def features_for(graded: pd.DataFrame, config: ml_collections.ConfigDict) -> pd.
 
 
 def read_table(input_dir: Path, config: ml_collections.ConfigDict) -> reports_table.ReportsTable:
-    """The cohort's reports table, checked row by row (data_prep.cohort.reports_table); refuses a table with no
+    """The cohort's reports table, checked row by row (spinejax.cohort.reports_table); refuses a table with no
     pathology grades."""
     table = reports_table.read_cohort(Path(input_dir), config.schema_file)
     if not table.pathology_columns:

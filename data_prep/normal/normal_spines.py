@@ -3,7 +3,7 @@
 The method, after Bazargani et al. (arXiv 2511.17485), with the choices the paper leaves open. Numbers in
 brackets were measured on the synthetic cohort of 17,394 people, whose truth marks 6% of spines as
 non-age-related (multiple fractures, focal stenosis, spondylolisthesis):
-- Features (data_prep.pathology_features.region_at_least): per condition and region, the number of levels
+- Features (spinejax.cohort.pathology_features.region_at_least): per condition and region, the number of levels
   graded at least moderate, and at least severe (config.min_grade = 2). Mild findings are left out: they
   are near-universal after 40, and radiologists agree on them least. Under the Canberra distance every
   finding one spine has and another lacks adds 1, whatever its size, so with mild counts in, the

@@ -19,7 +19,7 @@ import dataclasses
 
 import numpy as np
 
-from data_prep.cohort import spine_labels
+from spinejax.scans import spine_labels
 
 N_LEVELS = len(spine_labels.VERTEBRAE)  # 23 vertebrae C2..L5 and 23 discs C2-C3..L5-S1
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from data_prep.cohort import spine_labels
 from data_prep.phantom.anatomy import Spine
+from spinejax.scans import spine_labels
 
 # condition -> (what is measured, [mild, moderate, severe] lower thresholds, levels)
 GRADING: dict[str, tuple[str, tuple[float, float, float], str]] = {

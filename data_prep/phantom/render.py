@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from data_prep.cohort import spine_labels
 from data_prep.phantom.acquisition import Acquisition
 from data_prep.phantom.anatomy import CONUS_LEVEL, N_LEVELS, Spine
+from spinejax.scans import spine_labels
 
 SACRUM_HEIGHT = 60.0  # mm drawn below the L5-S1 disc
 

@@ -7,7 +7,7 @@ Layout (DESIGN.md, "Cohort folder"):
     DIR/nifti/<series_id>.nii.gz    the share of scans given as NIfTI, in assorted axis layouts
     DIR/masks/<series_id>.nii.gz    TotalSpineSeg-convention label map on each scan's voxel grid
     DIR/reports.csv                 one row per series: ids, age, sex, site, lifestyle, 207 pathology grades
-    DIR/cohort_schema.yaml          how to read reports.csv (data_prep.cohort.schema)
+    DIR/cohort_schema.yaml          how to read reports.csv (spinejax.cohort.schema)
     DIR/ground_truth.json           the hidden truth (biological ages, planted effects, noise floor)
 
 The same seed gives the same bytes whatever the number of workers. Work goes to DIR.partial/ and is
@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 
 from data_prep import parallel
-from data_prep.cohort import schema as cohort_schema
 from data_prep.phantom import acquisition, anatomy, findings, identity, population, render, writers
+from spinejax.cohort import schema as cohort_schema
 from spinejax.errors import InputError
 
 GENERATOR_VERSION = 1
@@ -162,7 +162,7 @@ def _lifestyle() -> list[str]:
 
 
 def schema_text(lifestyle: list[str], conditions: list[str]) -> str:
-    """The cohort's schema (data_prep.cohort.schema), as a site would write it for this table."""
+    """The cohort's schema (spinejax.cohort.schema), as a site would write it for this table."""
     exposures = "".join(f"  {name}: {{column: {name}, type: yes_no}}\n" for name in lifestyle)
     return ("# How spinejax reads reports.csv (docs/cohort_schema.md). Written by data_prep.synthesize.\n"
             f"spinejax_cohort_schema: {cohort_schema.FORMAT_VERSION}\n"

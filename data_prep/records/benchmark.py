@@ -27,9 +27,9 @@ import pandas as pd
 from absl import app, flags
 
 from configs import records as records_config
-from data_prep.cohort import canonical
 from data_prep.records import build_records
 from spinejax import records
+from spinejax.scans import canonical, prepare
 
 FLAGS = flags.FLAGS
 
@@ -38,10 +38,10 @@ def main(argv: list[str]) -> None:
     del argv
     cohort = Path(FLAGS.input)
     config = records_config.get_config()
-    plan = build_records.plan_from(config)
+    plan = prepare.plan_from(config)
     secret = b"benchmark-secret-not-for-real-data"
     start = time.perf_counter()
-    inputs, _ = build_records.list_inputs(cohort, config)
+    inputs, _ = prepare.list_inputs(cohort, config)
     listing = time.perf_counter() - start
     rows = build_records.usable_rows(build_records.read_reports(cohort, config), secret, config)
     inputs = [item for item in inputs if item["series_id"] in rows]
@@ -50,7 +50,7 @@ def main(argv: list[str]) -> None:
     dicom_read, dicom_items = 0.0, []
     for item in chosen:
         t0 = time.perf_counter()
-        canonical.to_canonical(build_records.load_scan(item))
+        canonical.to_canonical(prepare.load_scan(item))
         if item["kind"] == "dicom":
             dicom_read += time.perf_counter() - t0
             dicom_items.append(item)

@@ -3,17 +3,17 @@
     python -m data_prep.build_records --input=COHORT_DIR --out=RECORDS_DIR [--config=configs/records.py]
         [--secret_file=PATH]
 
-Inputs: every DICOM series under COHORT_DIR/dicom (data_prep.dicom_series: classic and Enhanced MR, any
+Inputs: every DICOM series under COHORT_DIR/dicom (spinejax.scans.dicom_series: classic and Enhanced MR, any
 nesting) and every NIfTI scan under COHORT_DIR/nifti (`.nii` or `.nii.gz`, any letter case, subfolders
 allowed; the series id is the file name without its extension), each with its mask
 COHORT_DIR/masks/<series id>.nii[.gz] and its row of the reports table (COHORT_DIR/reports.csv, or the
-table its cohort schema names: data_prep.cohort.schema, data_prep.cohort.reports_table).
+table its cohort schema names: spinejax.cohort.schema, spinejax.cohort.reports_table).
 Each input becomes records (one per region) or one failure row with a reason code; a region that cannot be
 cut (a lumbar-only scan has no whole spine) is a failure row of its own. The codes are listed in
 docs/ingestion.md. The same series reachable twice (DICOM and its NIfTI, `X.nii` and `X.nii.gz`)
 gives one set of records; so does the same voxel data under two ids.
 
-Outputs in RECORDS_DIR (data_prep.output_folder: written whole, never over the user's files, one run at a time):
+Outputs in RECORDS_DIR (spinejax.output_folder: written whole, never over the user's files, one run at a time):
     <region>/<split>-NNNNN-of-MMMMM.array_record   records (spinejax.records), group_size:1
     index.csv        one row per record: keys, split, region, age, sex, site, levels_missing, cropped, shard, position
     failures.csv     one row per input, file or region not made into records: input_key, kind, region, code, reason
@@ -33,12 +33,9 @@ do not depend on the worker count.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import importlib.metadata
 import json
 import os
-import re
 from collections import Counter
 from pathlib import Path
 
@@ -47,96 +44,25 @@ import numpy as np
 import pandas as pd
 from array_record.python.array_record_module import ArrayRecordWriter
 
-from data_prep import output_folder, parallel
-from data_prep.cohort import canonical, dicom_series, pseudonym, reports_table, walk
-from data_prep.cohort.refusal import Refusal
-from data_prep.records import preprocess, splits
-from spinejax import records
+from data_prep import parallel
+from data_prep.records import splits
+from spinejax import output_folder, records
+from spinejax.cohort import pseudonym, reports_table
 from spinejax.errors import DEBUG_ENV, InputError
+from spinejax.scans import prepare, preprocess
+from spinejax.scans.refusal import Refusal
 
 BUILD_VERSION = 3  # what a record holds for the same input and plan; bump when that changes
 LIBRARIES = ("numpy", "scipy", "pydicom", "nibabel", "array-record", "pylibjpeg", "pylibjpeg-libjpeg",
              "pylibjpeg-openjpeg", "pylibjpeg-rle")
-_NIFTI = re.compile(r"^(?P<stem>.+)\.nii(\.gz)?$", re.IGNORECASE)
 INTERNAL = ("internal_error", "an unexpected error in spinejax (a bug, or out of memory): rerun with "
             "SPINEJAX_DEBUG=1 to see it")
 TRANSIENT = ("internal_error", "io_error")  # codes that may not recur: a folder holding them is never up to date
 
 
-def plan_from(config: ml_collections.ConfigDict) -> preprocess.Plan:
-    return preprocess.Plan(
-        spacing_mm=tuple(config.spacing_mm), grids=tuple((r, tuple(config.grids[r])) for r in config.regions),
-        mask_dilation_mm=config.mask_dilation_mm, clip_percentiles=tuple(config.clip_percentiles),
-        crop_margin_mm=config.crop_margin_mm, min_slices=int(config.min_slices),
-        max_missing_level_share=float(config.max_missing_level_share))
-
-
 def read_reports(cohort: Path, config: ml_collections.ConfigDict) -> reports_table.ReportsTable:
     """The cohort's table through its schema (config.schema_file, else COHORT_DIR/cohort_schema.yaml)."""
     return reports_table.read_cohort(cohort, config.schema_file)
-
-
-def _nifti_files(folder: Path) -> tuple[dict[str, list[Path]], list[Path]]:
-    """(series id -> NIfTI files under `folder`, in path order; other files and unlistable folders)."""
-    found = {}
-    paths, other = walk.files_under(folder)
-    for path in paths:
-        match = _NIFTI.match(path.name)
-        if match:
-            found.setdefault(match.group("stem"), []).append(path)
-        else:
-            other.append(path)
-    return found, other
-
-
-def _failure(kind: str, where: str, code: str, message: str, series_id: str = "", region: str = "") -> dict:
-    return {"kind": kind, "where": where, "series_id": series_id, "region": region, "code": code,
-            "message": message}
-
-
-def list_inputs(cohort: Path, config: ml_collections.ConfigDict) -> tuple[list[dict], list[dict]]:
-    """(inputs to process, failures found while listing), both in a fixed order.
-
-    An input: kind ('dicom' or 'nifti'), series_id, where (relative path), files, mask (path, None when
-    absent, 'ambiguous' when two masks share the id) and, for DICOM, the SeriesFiles."""
-    failures, candidates = [], []
-    dicom_root = cohort / "dicom"
-    if dicom_root.is_dir():
-        found, bad_files = dicom_series.find_series(dicom_root, config.max_oblique_deg)
-        for f in bad_files:
-            failures.append(_failure("file", str(f.path.relative_to(cohort)), f.code, f.message))
-        for series in found:
-            where = str(series.files[0].parent.relative_to(cohort))
-            if series.part > 0:
-                failures.append(_failure(
-                    "dicom", where, "other_part", f"{len(series.slices)} slice(s) of another orientation or matrix "
-                    "sharing the SeriesInstanceUID of a series (a localizer?): split off", series.series_uid))
-                continue
-            candidates.append({"kind": "dicom", "series_id": series.series_uid, "where": where,
-                               "files": [str(p) for p in series.files], "series": series})
-    scans, others = _nifti_files(cohort / "nifti")
-    for path in others:
-        code, message = (("unreadable_file", "a folder that cannot be listed (permission denied)") if path.is_dir()
-                         else ("not_nifti", "not a NIfTI file (.nii or .nii.gz) in nifti/"))
-        failures.append(_failure("file", str(path.relative_to(cohort)), code, message))
-    for series_id, paths in scans.items():
-        for path in sorted(paths, key=lambda p: (not p.name.lower().endswith(".gz"), str(p))):
-            candidates.append({"kind": "nifti", "series_id": series_id, "where": str(path.relative_to(cohort)),
-                               "files": [str(path)]})
-    masks, _ = _nifti_files(cohort / "masks")  # a mask that cannot be found is 'no_mask' for its series
-    inputs, taken = [], set()
-    preference = lambda c: (c["kind"] != "dicom", c["series_id"], not c["where"].lower().endswith(".gz"), c["where"])
-    for item in sorted(candidates, key=preference):
-        if item["series_id"] in taken:
-            failures.append(_failure(item["kind"], item["where"], "duplicate_series", "the same series id as "
-                                     "another input (DICOM is kept before NIfTI, .nii.gz before .nii)",
-                                     item["series_id"]))
-            continue
-        taken.add(item["series_id"])
-        paths = masks.get(item["series_id"], [])
-        item["mask"] = str(paths[0]) if len(paths) == 1 else ("ambiguous" if paths else None)
-        inputs.append(item)
-    return inputs, failures
 
 
 def _stat(path: str) -> list:
@@ -158,81 +84,12 @@ def input_key(item: dict, report: dict | None, stamp: str, secret: bytes) -> str
     return pseudonym.keyed_hash(text, secret, "input-content")
 
 
-def _refused(error: Refusal, region: str = "", mask: bool = False) -> dict:
-    if mask and error.code not in ("mask_not_labels",):
-        return {"region": region, "code": "unreadable_mask", "message": f"mask: {error.message}"}
-    return {"region": region, "code": error.code, "message": error.message}
-
-
-def load_scan(item: dict) -> canonical.Volume:
-    """The scan of one listed input, not yet canonical. Raises Refusal."""
-    if item["kind"] == "dicom":
-        return dicom_series.load_series(item["series"])
-    return canonical.load_nifti(item["files"][0])
-
-
-@dataclasses.dataclass
-class PreparedScan:
-    """A scan and its mask resampled to the plan's spacing (preprocess.resample), before any region is cut."""
-
-    resampled: tuple
-    present_labels: set
-    native_spacing_mm: list[float]
-    content_sha256: str  # of the canonical voxels: the same scan under two ids
-
-
-def prepare_scan(item: dict, plan: preprocess.Plan, config: ml_collections.ConfigDict) -> PreparedScan | dict:
-    """One listed input read, checked against its mask and resampled; or a failure {'region', 'code',
-    'message'}. Pure apart from reading the input's files; a refusal is a failure, never an exception. The
-    records stage and spinejax.predict both go through it, so a scan is read by one set of rules."""
-    def failed(code: str, message: str) -> dict:
-        return {"region": "", "code": code, "message": message}
-
-    if item["kind"] == "dicom" and not dicom_series.is_sagittal(item["series"].orientation, config.max_oblique_deg):
-        return failed("not_sagittal", f"the slice normal is more than {config.max_oblique_deg:g} degrees from "
-                                      "left-right: not a sagittal series")
-    try:
-        scan = canonical.to_canonical(load_scan(item))
-    except Refusal as error:
-        return _refused(error)
-    if scan.data.shape[0] < plan.min_slices:
-        return failed("too_few_slices", f"{scan.data.shape[0]} sagittal slice(s); the plan needs at least "
-                                        f"{plan.min_slices} to cover the spine from side to side")
-    if float(scan.data.max()) == float(scan.data.min()):
-        return failed("constant_image", "every voxel has the same value (a blank image or RescaleSlope 0)")
-    if item["mask"] is None:
-        return failed("no_mask", "no mask masks/<series id>.nii.gz for this series")
-    if item["mask"] == "ambiguous":
-        return failed("ambiguous_mask", "two masks for this series id (.nii and .nii.gz, or in two folders)")
-    try:
-        labels = canonical.to_canonical(canonical.load_nifti(item["mask"], is_label=True))
-    except Refusal as error:
-        return _refused(error, mask=True)
-    if scan.data.shape != labels.data.shape or not np.allclose(scan.affine_lps, labels.affine_lps, atol=0.1):
-        offset = float(np.abs(scan.affine_lps - labels.affine_lps).max()) if scan.data.shape == labels.data.shape else 0
-        return failed("mask_grid", f"mask grid {labels.data.shape} does not match the scan's {scan.data.shape}"
-                                   + (f" (position or spacing differ by up to {offset:.2f} mm)" if offset else ""))
-    try:
-        resampled = preprocess.resample(scan, labels, plan)
-    except Refusal as error:
-        return _refused(error)
-    present = set(np.flatnonzero(np.bincount(labels.data.ravel().clip(0, 65535))).tolist())
-    return PreparedScan(resampled, present, [float(v) for v in scan.spacing],
-                        hashlib.sha256(scan.data.tobytes()).hexdigest())
-
-
-def cut(prepared: PreparedScan, plan: preprocess.Plan, region: str) -> tuple[dict, list[str]]:
-    """(the region's arrays (preprocess.cut_region), the levels its mask holds). Raises Refusal."""
-    levels = preprocess.coverage(prepared.present_labels, plan, region)
-    return preprocess.cut_region(*prepared.resampled, plan, region), levels
-
-
 def process_input(item: dict, report: dict, plan: preprocess.Plan, config: ml_collections.ConfigDict,
                   secret: bytes) -> dict:
     """One input to its records or failures: {'records': [...], 'failures': [...], 'native_spacing_mm',
     'content_sha256' (of the canonical voxels, to find the same scan under two ids)}."""
-    prepared = prepare_scan(item, plan, config)
-    if not isinstance(prepared, PreparedScan):
+    prepared = prepare.prepare_scan(item, plan, config)
+    if not isinstance(prepared, prepare.PreparedScan):
         return {"records": [], "failures": [prepared]}
     subject_key = pseudonym.subject_key(report["subject_id"], secret)
     series_key = pseudonym.series_key(item["series_id"], secret)
@@ -241,9 +98,9 @@ def process_input(item: dict, report: dict, plan: preprocess.Plan, config: ml_co
            "content_sha256": prepared.content_sha256}
     for region in config.regions:
         try:
-            arrays, levels = cut(prepared, plan, region)
+            arrays, levels = prepare.cut(prepared, plan, region)
         except Refusal as error:
-            out["failures"].append(_refused(error, region))
+            out["failures"].append(prepare.refused(error, region))
             continue
         fields = {**arrays, "schema_version": records.SCHEMA_VERSION, "plan_hash": plan.fingerprint(),
                   "subject_key": subject_key, "series_key": series_key, "split": split, "region": region,
@@ -323,8 +180,8 @@ def build(cohort: Path, out: Path, config: ml_collections.ConfigDict, secret: by
     with output_folder.OutputFolder(out, "records") as folder:
         table = read_reports(cohort, config)
         rows = usable_rows(table, secret, config)
-        inputs, listed_failures = list_inputs(cohort, config)
-        plan = plan_from(config)
+        inputs, listed_failures = prepare.list_inputs(cohort, config)
+        plan = prepare.plan_from(config)
         config_json = {k: v for k, v in json.loads(config.to_json()).items() if k != "workers"}
         # Raw site names and paths are the user's (a hospital's name): they shape the stamp, outputs get codes.
         libraries = {name: importlib.metadata.version(name) for name in LIBRARIES}  # a decoder upgrade rebuilds
@@ -391,18 +248,18 @@ def _assemble(partial: Path, inputs: list[dict], keys: list[str], listed_failure
             code = "report_row_rejected" if item["series_id"] in rejected_ids else "no_report_row"
             message = ("its reports table row was rejected (rejections.csv says why)"
                        if code == "report_row_rejected" else "no row for this series in the reports table")
-            outcomes.append(_failure(item["kind"], item["where"], code, message, item["series_id"]))
+            outcomes.append(prepare.failure_row(item["kind"], item["where"], code, message, item["series_id"]))
             continue
         cached = np.load(_cache_path(partial, key))
         meta = json.loads(cached["meta"].tobytes())
         if meta["records"] and meta["content_sha256"] in seen_content:
-            outcomes.append(_failure(item["kind"], item["where"], "duplicate_scan", "the same voxel data as another "
-                                     "input already made into records", item["series_id"]))
+            outcomes.append(prepare.failure_row(item["kind"], item["where"], "duplicate_scan", "the same voxel "
+                                                "data as another input already made into records", item["series_id"]))
             failed_inputs += 1
             continue
         for failure in meta["failures"]:
-            outcomes.append(_failure(item["kind"], item["where"], failure["code"], failure["message"],
-                                     item["series_id"], failure["region"]))
+            outcomes.append(prepare.failure_row(item["kind"], item["where"], failure["code"], failure["message"],
+                                                item["series_id"], failure["region"]))
         if not meta["records"]:
             failed_inputs += 1
             continue

@@ -16,12 +16,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from data_prep.cohort import spine_labels
+from spinejax.scans import spine_labels
 
 SEVERITIES = ("mild", "moderate", "severe")
 SEPARATOR = "__"
 # The conditions a reports table may grade (columns `<condition>__<level>`): the declared vocabulary. A
-# site grading other conditions adds them here (or passes its own to data_prep.cohort.reports_table.read); a
+# site grading other conditions adds them here (or passes its own to spinejax.cohort.reports_table.read); a
 # column of any other name is not a pathology grade and never leaves the reports reader.
 CONDITIONS = ("disc_bulge", "disc_desiccation", "disc_height_loss", "disc_osteophyte", "canal_stenosis",
               "endplate_irregularity", "listhesis", "fracture", "marrow_change")

@@ -21,7 +21,7 @@ Pixel data in compressed transfer syntaxes (JPEG-LS, JPEG 2000, RLE) is decoded 
 plugins; RescaleSlope/Intercept are applied per slice.
 
 Every file ends up in exactly one series, as a duplicate of a counted slice, or as a failure with its code.
-Failure messages are spinejax's words (data_prep.cohort.refusal): no path, UID or header value.
+Failure messages are spinejax's words (spinejax.scans.refusal): no path, UID or header value.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from data_prep.cohort import walk
-from data_prep.cohort.canonical import Volume
-from data_prep.cohort.refusal import Refusal
+from spinejax.scans import walk
+from spinejax.scans.canonical import Volume
+from spinejax.scans.refusal import Refusal
 
 SPACING_TOLERANCE = 0.05  # relative deviation of a slice gap from the median that counts as uneven
 ORIENTATION_DECIMALS = 4
@@ -47,7 +47,7 @@ ORTHOGONAL_TOLERANCE = 0.01  # |cos| between row and column directions that stil
 
 
 class SeriesError(Refusal):
-    """A series that cannot become a volume (code and message: data_prep.cohort.refusal)."""
+    """A series that cannot become a volume (code and message: spinejax.scans.refusal)."""
 
 
 @dataclasses.dataclass(frozen=True)

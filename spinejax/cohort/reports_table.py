@@ -1,7 +1,7 @@
 """The cohort's reports table, read through its schema and checked row by row: the one reader for every stage.
 
 A site's table comes from a RIS export or a spreadsheet, so nothing in it is trusted. Its columns are named
-by the cohort schema (data_prep.cohort.schema; spinejax's own names when there is none):
+by the cohort schema (spinejax.cohort.schema; spinejax's own names when there is none):
 - The table as a whole must be comma-separated UTF-8 text (a byte-order mark is fine) holding the schema's
   series id, subject id and age columns, and every column the schema declares, each named once. Anything
   else (empty, Latin-1, semicolons or tabs, a declared column absent) is refused before any work with
@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data_prep.cohort import schema as cohort_schema
+from spinejax.cohort import schema as cohort_schema
 from spinejax.errors import InputError
 
 YES_NO = {"1": 1.0, "0": 0.0, "1.0": 1.0, "0.0": 0.0, "yes": 1.0, "no": 0.0, "y": 1.0, "n": 0.0,
@@ -184,7 +184,7 @@ def _variable_value(text: str, variable: cohort_schema.Variable, unanswered: tup
 
 
 def read_cohort(cohort: Path, schema_file: str = "") -> ReportsTable:
-    """The cohort folder's table, through its schema (data_prep.cohort.schema.load)."""
+    """The cohort folder's table, through its schema (spinejax.cohort.schema.load)."""
     schema = cohort_schema.load(cohort, schema_file)
     return read(Path(cohort) / schema.table, schema)
 

@@ -24,9 +24,9 @@ import json
 import numpy as np
 from scipy import ndimage
 
-from data_prep.cohort import spine_labels
-from data_prep.cohort.canonical import Volume
-from data_prep.cohort.refusal import Refusal
+from spinejax.scans import spine_labels
+from spinejax.scans.canonical import Volume
+from spinejax.scans.refusal import Refusal
 
 REGIONS = ("whole", "cervical", "thoracic", "lumbar")
 _SPINE_STRUCTURES = tuple(sorted(set(spine_labels.LABELS.values())))
@@ -73,7 +73,7 @@ class Plan:
 
 
 class RegionError(Refusal):
-    """The label map lacks what a region needs (code and message: data_prep.cohort.refusal)."""
+    """The label map lacks what a region needs (code and message: spinejax.scans.refusal)."""
 
 
 def region_levels(region: str) -> tuple[str, ...]:

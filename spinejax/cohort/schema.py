@@ -2,7 +2,7 @@
 
 A site's table has its own column names and codings. The schema is one small file the site writes once
 (YAML or JSON; `cohort_schema.yaml` next to the table is found by itself) and every stage reads through it
-(data_prep.cohort.reports_table), so no stage knows a column name of its own. docs/cohort_schema.md is the
+(spinejax.cohort.reports_table), so no stage knows a column name of its own. docs/cohort_schema.md is the
 reference; an example:
 
     spinejax_cohort_schema: 1          # the format version (required)
@@ -50,8 +50,9 @@ from pathlib import Path
 
 import yaml
 
-from data_prep.cohort import pathology_features, spine_labels
+from spinejax.cohort import pathology_features
 from spinejax.errors import InputError
+from spinejax.scans import spine_labels
 
 FORMAT_VERSION = 1
 FILE_NAMES = ("cohort_schema.yaml", "cohort_schema.yml", "cohort_schema.json")
@@ -208,20 +209,25 @@ def load(cohort: Path, schema_file: str = "") -> Schema:
     path = find(cohort, schema_file)
     if path is None:
         return default()
+    return parse(read_mapping_file(path), path.name)
+
+
+def read_mapping_file(path: Path):
+    """A YAML (every scalar as text) or JSON (by its .json suffix) file's content, no key given twice; an
+    InputError naming the file and line otherwise. Shared by every configuration file a site writes."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError):
         raise InputError(f"{path.name} cannot be read as UTF-8 text") from None
     is_json = path.suffix.lower() == ".json"
     try:
-        data = json.loads(text, object_pairs_hook=_no_duplicates) if is_json else yaml.load(text, _TextLoader)
+        return json.loads(text, object_pairs_hook=_no_duplicates) if is_json else yaml.load(text, _TextLoader)
     except _DuplicateKey as error:
         raise InputError(f"{path.name}: {error}") from None
     except (json.JSONDecodeError, yaml.YAMLError) as error:
         where = getattr(error, "problem_mark", None) or getattr(error, "lineno", None)
         line = f" (line {where.line + 1})" if hasattr(where, "line") else (f" (line {where})" if where else "")
         raise InputError(f"{path.name} is not valid {'JSON' if is_json else 'YAML'}{line}") from None
-    return parse(data, path.name)
 
 
 def parse(data, source: str) -> Schema:

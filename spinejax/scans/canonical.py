@@ -21,7 +21,7 @@ import dataclasses
 import nibabel as nib
 import numpy as np
 
-from data_prep.cohort.refusal import Refusal
+from spinejax.scans.refusal import Refusal
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 # The canonical axes as nibabel orientation rows (RAS world axis, direction):
@@ -72,7 +72,7 @@ def _stored_pixdim(path, header) -> np.ndarray:
 def load_nifti(path, is_label: bool = False) -> Volume:
     """A NIfTI file as a Volume (scaling applied for images; labels kept as integers).
 
-    Raises Refusal (data_prep.cohort.refusal) with a code: 'unreadable_scan' (not a readable NIfTI: corrupt gzip,
+    Raises Refusal (spinejax.scans.refusal) with a code: 'unreadable_scan' (not a readable NIfTI: corrupt gzip,
     truncated), 'not_3d' (trailing axes of length 1 are dropped; a real 4th axis is refused), 'no_orientation'
     (qform_code and sform_code both 0: nibabel would invent an orientation from the voxel sizes alone),
     'bad_voxel_size' (a zero, negative or non-finite voxel size, or a singular affine), 'non_finite' (NaN or
