@@ -66,6 +66,13 @@ pipeline() {
   local key="${RUN_DIR}/secret.key"
   stage "synthetic cohort (${SUBJECTS} subjects, seed ${SEED}) -> ${RUN_DIR}/cohort" \
     "${PY}" -m data_prep.synthesize --out="${RUN_DIR}/cohort" --subjects="${SUBJECTS}" --seed="${SEED}"
+  # A real site has free-text reports: read the cohort's own (each site in its template) into the graded table,
+  # and hold it against the true grades. The pipeline below reads the true table.
+  stage "free-text reports -> graded table ${RUN_DIR}/report_features" \
+    "${PY}" -m data_prep.report_features --input="${RUN_DIR}/cohort/reports_text.csv" \
+    --out="${RUN_DIR}/report_features"
+  stage "graded table against the synthetic truth -> ${RUN_DIR}/report_features/truth_check.csv" \
+    "${PY}" -m analysis.report_text_truth --cohort="${RUN_DIR}/cohort" --graded="${RUN_DIR}/report_features"
   stage "records (preprocess, de-identify, shard) -> ${RUN_DIR}/records" \
     "${PY}" -m data_prep.build_records --input="${RUN_DIR}/cohort" --out="${RUN_DIR}/records" \
     --secret_file="${key}"
@@ -102,7 +109,8 @@ pipeline() {
   else
     echo "(no chromium: skipped opening the report in a headless browser; apt-get install chromium to check it)"
   fi
-  echo "cohort: ${RUN_DIR}/cohort (reports.csv, dicom/, nifti/, masks/, ground_truth.json)"
+  echo "cohort: ${RUN_DIR}/cohort (reports.csv, reports_text.csv, dicom/, nifti/, masks/, ground_truth.json)"
+  echo "free-text reports read: ${RUN_DIR}/report_features (reports.csv, provenance.csv, failures.csv, truth_check.csv)"
   echo "records: ${RUN_DIR}/records (<region>/<split>-*.array_record, index.csv, failures.csv, rejections.csv, manifest.json, qc_*.png)"
   echo "eligibility: ${RUN_DIR}/eligibility (eligibility.csv, clusters.csv, pictures, truth_check.json)"
   echo "training: ${RUN_DIR}/train (checkpoints/, metrics.jsonl, tensorboard/, config.json, run.json, summary.json)"

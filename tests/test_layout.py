@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).parents[1]
-PIPELINE = ("spinejax", "spinejax/scans", "spinejax/cohort", "data_prep/records", "data_prep/normal", "analysis")
+PIPELINE = ("spinejax", "spinejax/scans", "spinejax/cohort", "data_prep/records", "data_prep/normal",
+            "data_prep/reports_text", "analysis")
 CHECKOUT_ONLY = ("data_prep", "analysis", "configs")  # top-level folders that `pip install .` does not install
-CLIS = {"data_prep.build_records", "data_prep.eligibility", "data_prep.synthesize", "spinejax.main",
+CLIS = {"data_prep.build_records", "data_prep.eligibility", "data_prep.synthesize", "data_prep.report_features",
+        "spinejax.main",
         "spinejax.predict", "spinejax.export"}
 
 
@@ -22,10 +24,10 @@ def _modules(folder: str) -> list[str]:
 
 
 def test_no_pipeline_module_loads_the_phantom():
-    # The eligibility benchmark draws synthetic cohorts on purpose (a tool of the test bench); the PyTorch peer
-    # needs the optional 'peer' extra, which a plain install does not have.
+    # The eligibility and report benchmarks draw synthetic cohorts on purpose (tools of the test bench); the
+    # PyTorch peer needs the optional 'peer' extra, which a plain install does not have.
     modules = [m for folder in PIPELINE for m in _modules(folder)
-               if m not in ("data_prep.normal.benchmark", "spinejax.torch_peer")]
+               if m not in ("data_prep.normal.benchmark", "data_prep.reports_text.benchmark", "spinejax.torch_peer")]
     code = ("import importlib, sys\n"
             f"for m in {modules!r}: importlib.import_module(m)\n"
             "print(sorted(k for k in sys.modules if k.startswith('data_prep.phantom')))")
@@ -65,3 +67,33 @@ def test_the_installed_package_needs_no_checkout_folder():
     for path in paths:
         outside = {n for n in _imported(path) if n.split(".")[0] in CHECKOUT_ONLY}
         assert not outside, f"{path.relative_to(REPO)} imports {sorted(outside)}, which pip install . does not install"
+
+
+def _third_party(folders: tuple[str, ...]) -> set[str]:
+    names = set()
+    for folder in folders:
+        for path in (REPO / folder).rglob("*.py"):
+            names |= {n.split(".")[0] for n in _imported(path)}
+    local = {"spinejax", *CHECKOUT_ONLY, "tests"}
+    return {n for n in names if n not in local and n not in sys.stdlib_module_names}
+
+
+def test_pyproject_lists_what_the_code_imports():
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    distribution = {"flax": "flax", "jax": "jax", "optax": "optax", "orbax": "orbax-checkpoint", "grain": "grain",
+                    "numpy": "numpy", "scipy": "scipy", "pandas": "pandas", "pydicom": "pydicom", "nibabel": "nibabel",
+                    "ml_collections": "ml-collections", "yaml": "pyyaml", "matplotlib": "matplotlib", "tqdm": "tqdm",
+                    "absl": "absl-py", "tensorboardX": "tensorboardX", "torch": "torch", "umap": "umap-learn",
+                    "hdbscan": "hdbscan", "sklearn": "scikit-learn", "statsmodels": "statsmodels", "spacy": "spacy",
+                    "array_record": "array-record"}
+    pins = lambda key: {d.split("=")[0].split("[")[0] for d in key}
+    installed = _third_party(("spinejax",)) - {"torch"}  # torch: the optional 'peer' extra
+    assert {distribution[n] for n in installed} <= pins(project["dependencies"]), installed
+    checkout = _third_party(("data_prep", "analysis", "configs")) - installed
+    assert {distribution[n] for n in checkout} <= pins(project["optional-dependencies"]["pipeline"]) | pins(
+        project["dependencies"]), checkout
+    declared = pins(project["dependencies"]) - {"pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg",
+                                                "pylibjpeg-rle", "array-record"}
+    assert declared <= {distribution[n] for n in installed}, f"declared but not imported: {declared}"

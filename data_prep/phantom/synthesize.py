@@ -7,6 +7,8 @@ Layout (DESIGN.md, "Cohort folder"):
     DIR/nifti/<series_id>.nii.gz    the share of scans given as NIfTI, in assorted axis layouts
     DIR/masks/<series_id>.nii.gz    TotalSpineSeg-convention label map on each scan's voxel grid
     DIR/reports.csv                 one row per series: ids, age, sex, site, lifestyle, 207 pathology grades
+    DIR/reports_text.csv            the same rows with the free-text report instead of the grades, written in
+                                    each site's style (data_prep.phantom.report_text), identity header and all
     DIR/cohort_schema.yaml          how to read reports.csv (spinejax.cohort.schema)
     DIR/ground_truth.json           the hidden truth (biological ages, planted effects, noise floor)
 
@@ -27,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from data_prep import parallel
-from data_prep.phantom import acquisition, anatomy, findings, identity, population, render, writers
+from data_prep.phantom import acquisition, anatomy, findings, identity, population, render, report_text, writers
 from spinejax.cohort import schema as cohort_schema
 from spinejax.errors import InputError
 
@@ -178,6 +180,19 @@ def schema_text(lifestyle: list[str], conditions: list[str]) -> str:
             "  blank: reject\n")
 
 
+def _style_truth() -> dict:
+    return {"held_out": list(report_text.HELD_OUT), "sites": {k: list(v) for k, v in report_text.SITE_STYLES.items()}}
+
+
+def reports_text(reports: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """The reports table with each row's free-text report (column report_text) in place of its grades."""
+    styles = report_text.site_styles(list(reports["site"]), seed)
+    texts = report_text.write_reports(reports, report_text.STYLES, styles, seed)
+    kept = reports[[c for c in reports.columns if "__" not in c]].copy()
+    kept["report_text"] = texts["text"].to_numpy()
+    return kept
+
+
 def synthesize(out: Path, spec: CohortSpec, workers: int | None = None, overwrite: bool = False,
                progress: bool = True) -> dict:
     """Writes the cohort to `out` (see module docstring); returns a summary dict."""
@@ -186,6 +201,15 @@ def synthesize(out: Path, spec: CohortSpec, workers: int | None = None, overwrit
         if json.loads(truth_path.read_text())["spec"] == spec.to_json():
             if not (out / "cohort_schema.yaml").exists():  # a cohort written before schemas: same table, add it
                 (out / "cohort_schema.yaml").write_text(schema_text(_lifestyle(), list(findings.GRADING)))
+            if not (out / "reports_text.csv").exists():  # one written before free-text reports: add them
+                reports = pd.read_csv(out / "reports.csv", dtype={"sex": str})
+                writers.atomic_write(out / "reports_text.csv", reports_text(reports, spec.seed).to_csv(
+                    index=False).encode())
+                truth = json.loads(truth_path.read_text())
+                styles = report_text.site_styles(list(reports["site"]), spec.seed)
+                truth["report_styles"] = _style_truth()
+                truth["series"] = [{**s, "report_style": style} for s, style in zip(truth["series"], styles)]
+                writers.atomic_write(truth_path, json.dumps(truth, indent=1).encode())
             return {"skipped": True, "out": str(out)}
         if not overwrite:
             raise InputError(f"{out} holds a different cohort (ground_truth.json differs); "
@@ -213,10 +237,13 @@ def synthesize(out: Path, spec: CohortSpec, workers: int | None = None, overwrit
     reports = reports.join(answers, on="subject_id")
     ordered = ["series_id", "subject_id", "age", "sex", "site", *lifestyle, *findings.feature_columns()]
     reports[ordered].to_csv(partial / "reports.csv", index=False, float_format="%.6g")
+    texts = reports_text(pd.read_csv(partial / "reports.csv", dtype={"sex": str}), spec.seed)
+    texts.to_csv(partial / "reports_text.csv", index=False)
     (partial / "cohort_schema.yaml").write_text(schema_text(lifestyle, list(findings.GRADING)))
 
     floor = population.noise_floor(spec.population, seed=spec.seed)
-    series_truth = [r["truth"] for r in results]
+    series_truth = [{**r["truth"], "report_style": style}
+                    for r, style in zip(results, report_text.site_styles(list(reports["site"]), spec.seed))]
     ages = np.array([t["age"] for t in series_truth])
     bios = np.array([t["bio_age"] for t in series_truth])
     effects = dict(spec.population.lifestyle_effects)
@@ -233,6 +260,7 @@ def synthesize(out: Path, spec: CohortSpec, workers: int | None = None, overwrit
              "lifestyle_shift": round(row.lifestyle_shift, 4), "individual_shift": round(row.individual_shift, 4),
              "abnormal": bool(row.abnormal), "abnormal_kind": row.abnormal_kind}
             for i, row in enumerate(subjects.itertuples())],
+        "report_styles": _style_truth(),
         "series": series_truth,
     }
     (partial / "ground_truth.json").write_text(json.dumps(truth, indent=1))

@@ -1,0 +1,184 @@
+"""Free-text reports to the graded pathology table: the step before records and eligibility at a real site.
+
+    python -m data_prep.report_features --input=REPORTS_TEXT --out=DIR [--schema=cohort_schema.yaml]
+        [--vocabulary=configs/report_vocabulary.yaml] [--text_column=report_text]
+
+REPORTS_TEXT is a CSV table with one row per study (the site's own columns, one of them the report's text),
+or a folder of text files, one per study (`<series id>.txt`). Each report is read by
+data_prep.reports_text.extract with the site's vocabulary. DIR (spinejax.output_folder: written whole, never
+over the user's files) holds:
+    reports.csv      the input's rows and columns, the text column left out, plus one grade column per
+                     condition and level, named and coded as the cohort schema says (its column_pattern,
+                     condition words, level notation and grade values), so the cohort's schema reads it as is
+    provenance.csv   line, id, column, grade, sentence: the sentence each grade came from (the site's own text,
+                     kept next to the table for checking; spinejax never reads it again and it never enters
+                     records or any de-identified output; dates, long numbers and LAST^FIRST names masked)
+    failures.csv     line, id, code, reason: rows not graded (a blank report), so counts add up
+    summary.json     counts (rows = graded + failed), phrases set aside by reason, the vocabulary's and schema's
+                     fingerprints, the speed
+The table holds only what the extractor produced from the text (grades) and the input's other columns; no
+word of a report reaches it. An unchanged input, vocabulary and schema is not redone.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from data_prep import parallel
+from data_prep.reports_text import extract, vocabulary
+from spinejax import output_folder
+from spinejax.cohort import schema as cohort_schema
+from spinejax.errors import InputError
+
+STAGE = "report_features"
+CODE_VERSION = 1  # raise when the extraction rules change what a report gives
+CHUNK = 400  # reports per job: large enough that a worker's start-up is paid once per many reports
+_MASKS = [(re.compile(r"\b\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}\b"), "[date]"), (re.compile(r"\b\d{5,}\b"), "[number]"),
+          (re.compile(r"\b[A-Z][A-Za-z'-]+\^[A-Z][A-Za-z'^ -]*"), "[name]"),
+          (re.compile(r"\b\d{1,2}:\d{2}(?::\d{2})?\b"), "[time]")]
+
+
+def read_input(path: Path, text_column: str) -> pd.DataFrame:
+    """The reports as a table of text cells (a CSV file, or a folder of <id>.txt files)."""
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() == ".txt")
+        if not files:
+            raise InputError(f"{path}: no .txt report files in this folder")
+        rows = []
+        for p in files:
+            try:
+                rows.append({"series_id": p.stem, text_column: p.read_text(encoding="utf-8-sig")})
+            except (OSError, UnicodeDecodeError):
+                rows.append({"series_id": p.stem, text_column: None})
+        return pd.DataFrame(rows)
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        raise InputError(f"{path}: the reports file cannot be read") from None
+    try:
+        table = pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        raise InputError(f"{path.name}: not a CSV table in UTF-8 (one row per report)") from None
+    if text_column not in table.columns:
+        raise InputError(f"{path.name}: no column {text_column!r} holding the report text (--text_column names it)")
+    return table
+
+
+def site_columns(schema: cohort_schema.Schema, columns: list[str]) -> dict[str, str]:
+    """spinejax's `<condition>__<level>` -> the grade column named as the schema names it."""
+    out = {}
+    for column in columns:
+        condition, level = column.split("__")
+        word = schema.conditions.get(condition, condition)
+        out[column] = schema.column_pattern.format(condition=word, level=schema.levels.get(level, level))
+    return out
+
+
+def site_grades(schema: cohort_schema.Schema) -> dict[int, str]:
+    """0..3 -> the table's own value for that grade (the first the schema lists)."""
+    values = {}
+    for value, grade in schema.grades.items():
+        values.setdefault(grade, value)
+    missing = [g for g in range(4) if g not in values]
+    if missing:
+        raise InputError(f"the cohort schema's pathology.grades has no value for grade(s) {missing}")
+    return values
+
+
+_EXTRACTORS: dict[str, extract.Extractor] = {}
+
+
+def _extract_chunk(job: tuple[str, list]) -> list:
+    """(vocabulary path, texts) -> [(grades, findings as tuples, set_aside)] per text. Runs in a worker."""
+    path, texts = job
+    if path not in _EXTRACTORS:
+        _EXTRACTORS[path] = extract.Extractor(vocabulary.load(path))
+    out = []
+    for text in texts:
+        result = _EXTRACTORS[path].extract(text)
+        out.append((result.grades, [(f.column, f.grade, f.sentence) for f in result.findings], result.set_aside))
+    return out
+
+
+def mask_identifiers(sentence: str) -> str:
+    for pattern, replacement in _MASKS:
+        sentence = pattern.sub(replacement, sentence)
+    return sentence
+
+
+def run(input_path: Path, out: Path, vocabulary_path: Path = vocabulary.DEFAULT_FILE, schema_file: str = "",
+        text_column: str = "report_text", workers: int | None = None, progress: bool = True) -> dict:
+    """Grades every report of `input_path` into `out` (module docstring); returns the summary."""
+    input_path, vocabulary_path = Path(input_path), Path(vocabulary_path).resolve()
+    if not input_path.exists():
+        raise InputError(f"{input_path}: no such file or folder")
+    words = vocabulary.load(vocabulary_path)
+    schema = cohort_schema.load(input_path if input_path.is_dir() else input_path.parent, schema_file)
+    table = read_input(input_path, text_column)
+    id_column = schema.columns.get("series_id", "series_id")
+    columns = words.columns()
+    names = site_columns(schema, columns)
+    clash = sorted(set(names.values()) & set(table.columns))
+    if clash:
+        raise InputError(f"the reports table already has grade column(s) such as {clash[0]!r}: refusing to "
+                         "replace them (give a table of ids, ages and report text)")
+    digest = hashlib.sha256(pd.util.hash_pandas_object(table, index=True).values.tobytes()).hexdigest()
+    stamp = {"stage": STAGE, "code": CODE_VERSION, "input": digest, "vocabulary": words.fingerprint,
+             "schema": schema.fingerprint_json(), "text_column": text_column}
+    summary_path = Path(out) / "summary.json"
+    if summary_path.is_file():
+        try:
+            if json.loads(summary_path.read_text()).get("stamp") == stamp:
+                return {**json.loads(summary_path.read_text()), "skipped": True}
+        except json.JSONDecodeError:
+            pass
+    texts = table[text_column].tolist()
+    blank = [not isinstance(t, str) or not t.strip() for t in texts]
+    todo = [i for i, b in enumerate(blank) if not b]
+    with output_folder.OutputFolder(Path(out), STAGE) as folder:
+        folder.start(stamp)
+        start = time.perf_counter()
+        jobs = [(str(vocabulary_path), [texts[i] for i in todo[k:k + CHUNK]]) for k in range(0, len(todo), CHUNK)]
+        results = [r for chunk in parallel.map_jobs(_extract_chunk, jobs, workers, desc="chunks of reports",
+                                                    progress=progress) for r in chunk]
+        seconds = time.perf_counter() - start
+        grades = pd.DataFrame(0, index=range(len(table)), columns=columns, dtype="int8")
+        provenance, set_aside = [], {}
+        for i, (found, findings, aside) in zip(todo, results):
+            for column, grade in found.items():
+                grades.at[i, column] = grade
+            ident = table.at[i, id_column] if id_column in table.columns else ""
+            for column, grade, sentence in findings:
+                provenance.append({"line": i + 2, "id": ident, "column": names[column], "grade": grade,
+                                   "sentence": mask_identifiers(sentence)})
+            for reason, n in aside.items():
+                set_aside[reason] = set_aside.get(reason, 0) + n
+        values = site_grades(schema)
+        graded = grades.rename(columns=names).map(lambda g: values[int(g)])
+        kept = table.drop(columns=[text_column])
+        result = pd.concat([kept, graded], axis=1).iloc[todo]
+        failures = [{"line": i + 2, "id": table.at[i, id_column] if id_column in table.columns else "",
+                     "code": "blank_report", "reason": "the report text is blank or could not be read"}
+                    for i, b in enumerate(blank) if b]
+        result.to_csv(folder.partial / "reports.csv", index=False, quoting=csv.QUOTE_MINIMAL)
+        pd.DataFrame(provenance, columns=["line", "id", "column", "grade", "sentence"]).to_csv(
+            folder.partial / "provenance.csv", index=False)
+        pd.DataFrame(failures, columns=["line", "id", "code", "reason"]).to_csv(folder.partial / "failures.csv",
+                                                                              index=False)
+        counts = {"rows": len(table), "graded": len(todo), "failed": len(failures),
+                  "findings": int((grades.to_numpy() > 0).sum()),
+                  "reports_with_findings": int((grades.to_numpy() > 0).any(axis=1).sum())}
+        assert counts["rows"] == counts["graded"] + counts["failed"]
+        summary = {"stamp": stamp, "counts": counts, "set_aside": set_aside, "columns": len(columns),
+                   "seconds": round(seconds, 3), "reports_per_second": round(len(todo) / max(seconds, 1e-9), 1)}
+        (folder.partial / "summary.json").write_text(json.dumps(summary, indent=1))
+        folder.commit()
+    return {**summary, "skipped": False}
