@@ -23,14 +23,24 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import re
-
-import spacy
-from spacy.matcher import PhraseMatcher
-from spacy.tokens import Doc
+import sys
 
 from data_prep.reports_text import spelling
 from data_prep.reports_text.vocabulary import Vocabulary
 from spinejax.scans import spine_labels
+
+# spaCy's thinc imports torch whenever it is installed (1.3 s per process, measured) to offer layers a tokenizer
+# and phrase matchers never use; hide it while spaCy loads, then give it back to whoever imports it later.
+_HIDE_TORCH = "torch" not in sys.modules
+if _HIDE_TORCH:
+    sys.modules["torch"] = None  # an import of torch now raises ImportError: thinc goes without it
+try:
+    import spacy
+    from spacy.matcher import PhraseMatcher
+    from spacy.tokens import Doc
+finally:
+    if _HIDE_TORCH:
+        del sys.modules["torch"]
 
 _TOKEN = re.compile(r"[^\W\d_]+|\d+|[^\w\s]|_")
 _DASHES = str.maketrans({"\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-", "\u2212": "-",
@@ -63,6 +73,7 @@ _HEADING = re.compile(r"^\s*(?:[A-Za-z][A-Za-z ]{0,30}:)?\s*$")
 # '20-25%' is a range: its lower end grades it (the contract's classes start there).
 _PERCENT = re.compile(r"(\d{1,3}(?:\.\d+)?)(?:\s*(?:-|to)\s*\d{1,3}(?:\.\d+)?)?\s?(?:%|percent|per cent)", re.I)
 _SENTENCE_END = re.compile(r"[.;!](?=\s|$)")
+_LABEL_STARTS = set("CTLctlAa")  # a line opening with a level label starts with a level or 'At'
 _ABBREVIATIONS = {"dr", "vs", "approx", "mr", "ms", "no", "st", "e.g", "i.e", "fig", "ca"}
 _BRACKET_OPEN = re.compile(r"\s*\(")
 _BRACKET_GLUE = re.compile(r"\b(?:and|or|with|i\.e|ie|both)\b|[,/&.\s]", re.I)
@@ -158,9 +169,8 @@ class Extractor:
         severities = self._severities(text, found["severity"])
         conditions = _adjacent_merged(text, _longest(found["condition"]), severities)
         pseudo = _occupied(len(text), found["pseudo"])
-        cues = {name: _Sorted([c for c in spans if pseudo.find(1, c.start, c.end) < 0])
-                for name, spans in found.items() if ":" in name}
-        every_cue = _Sorted(sorted((c for s in cues.values() for c in s.spans), key=lambda c: c.start))
+        every_cue = _Sorted(sorted((c for name, spans in found.items() if ":" in name for c in spans
+                                    if pseudo.find(1, c.start, c.end) < 0), key=lambda c: c.start))
         terminators = _Sorted(found["terminator"])
         # A level inside a condition phrase ('loss of T2 signal') or naming an MRI weighting is not a level.
         in_phrase = _occupied(len(text), conditions)
@@ -189,6 +199,12 @@ class Extractor:
 
         held = []  # a label's levels hold for the lines after it, up to another label, section or blank line
         for line_start, line_end, read, new_block in lines:
+            line_conditions = conditions.within(line_start, line_end)
+            body = text[line_start:line_end].strip()
+            if not line_conditions and body[:1] not in _LABEL_STARTS and not body.endswith(":"):
+                if new_block:  # nothing here can be a label or a finding: skip the line's level search
+                    held = []
+                continue
             line_levels = levels.within(line_start, line_end)
             label = _label_levels(text, line_start, line_levels)
             if label[0]:
@@ -197,7 +213,6 @@ class Extractor:
                 held = []
             label = (label[0] or held, label[1])
             trailing = _trailing_label(text, line_start, line_end, line_levels)
-            line_conditions = conditions.within(line_start, line_end)
             if trailing:  # '... C5-C6:' ending a line labels the lines after it
                 held = trailing
             if not line_conditions:
@@ -231,12 +246,11 @@ class Extractor:
                     continue
                 clauses = _clauses(text, s_start, s_end, s_levels)
                 taken = _left_severities(text, mentions, s_severities, clauses, s_levels)
-                sentence_cues = {k: v.within(s_start, s_end) for k, v in cues.items()}
                 sentence_terminators = terminators.within(s_start, s_end)
                 for m in mentions:
                     if not m.label:  # a finding that is not graded: it only takes its own words
                         continue
-                    cue = self._cue(text, m, mentions, sentence_cues, sentence_terminators, clauses)
+                    cue = self._cue(text, m, mentions, s_cues, sentence_terminators)
                     if cue:
                         set_aside[cue] += 1
                         continue
@@ -279,18 +293,20 @@ class Extractor:
                 merged.append(span)
         return merged
 
-    def _cue(self, text: str, mention: _Span, mentions: list, cues: dict, terminators: list, clauses) -> str | None:
-        """'negated', 'hedged' or 'history' when a cue's scope covers `mention`, else None."""
-        reasons = {"negation": "negated", "hedge": "hedged", "history": "history"}
-        for kind, reason in reasons.items():
-            for cue in cues[f"{kind}:before"]:
-                if cue.end <= mention.start and _in_scope(text, cue.end, mention.start, terminators, 8):
-                    return reason
-            for cue in cues[f"{kind}:after"]:
-                if cue.start >= mention.end and _in_scope(text, mention.end, cue.start, terminators, 5) \
-                        and not any(mention.end <= m.start < cue.start for m in mentions):
-                    return reason
-        return None
+    def _cue(self, text: str, mention: _Span, mentions: list, cues: list, terminators: list) -> str | None:
+        """'negated', 'hedged' or 'history' when a cue's scope covers `mention` (negation first), else None.
+        cues: the sentence's cue spans, labelled '<kind>:before' or '<kind>:after'."""
+        found = set()
+        for cue in cues:
+            kind, side = cue.label.split(":")
+            if side == "before":
+                covers = cue.end <= mention.start and _in_scope(text, cue.end, mention.start, terminators, 8)
+            else:
+                covers = (cue.start >= mention.end and _in_scope(text, mention.end, cue.start, terminators, 5)
+                          and not any(mention.end <= m.start < cue.start for m in mentions))
+            if covers:
+                found.add(kind)
+        return next((_REASONS[k] for k in ("negation", "hedge", "history") if k in found), None)
 
     def _percent_grade(self, text: str, mention: _Span, clauses) -> int:
         cuts = [self.vocabulary.percent_grades.get(c) for c in mention.label]

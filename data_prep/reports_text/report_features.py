@@ -30,6 +30,7 @@ import re
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from data_prep import parallel
@@ -108,6 +109,13 @@ def _extract_chunk(job: tuple[str, list]) -> list:
     return out
 
 
+def _write_csv(path: Path, header: list[str], rows: list[tuple]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
 def mask_identifiers(sentence: str) -> str:
     for pattern, replacement in _MASKS:
         sentence = pattern.sub(replacement, sentence)
@@ -150,32 +158,30 @@ def run(input_path: Path, out: Path, vocabulary_path: Path = vocabulary.DEFAULT_
         results = [r for chunk in parallel.map_jobs(_extract_chunk, jobs, workers, desc="chunks of reports",
                                                     progress=progress) for r in chunk]
         seconds = time.perf_counter() - start
-        grades = pd.DataFrame(0, index=range(len(table)), columns=columns, dtype="int8")
-        provenance, set_aside = [], {}
+        position = {column: k for k, column in enumerate(columns)}
+        grades = np.zeros((len(table), len(columns)), np.int8)  # [rows, columns] 0-3
+        ids = table[id_column].tolist() if id_column in table.columns else [""] * len(table)
+        provenance, set_aside, masked = [], {}, {}
         for i, (found, findings, aside) in zip(todo, results):
             for column, grade in found.items():
-                grades.at[i, column] = grade
-            ident = table.at[i, id_column] if id_column in table.columns else ""
+                grades[i, position[column]] = grade
             for column, grade, sentence in findings:
-                provenance.append({"line": i + 2, "id": ident, "column": names[column], "grade": grade,
-                                   "sentence": mask_identifiers(sentence)})
+                if sentence not in masked:
+                    masked[sentence] = mask_identifiers(sentence)
+                provenance.append((i + 2, ids[i], names[column], grade, masked[sentence]))
             for reason, n in aside.items():
                 set_aside[reason] = set_aside.get(reason, 0) + n
         values = site_grades(schema)
-        graded = grades.rename(columns=names).map(lambda g: values[int(g)])
+        coded = np.array([values[g] for g in range(4)], dtype=object)[grades[todo]]
         kept = table.drop(columns=[text_column])
-        result = pd.concat([kept, graded], axis=1).iloc[todo]
-        failures = [{"line": i + 2, "id": table.at[i, id_column] if id_column in table.columns else "",
-                     "code": "blank_report", "reason": "the report text is blank or could not be read"}
+        rows = [a + b for a, b in zip(kept.iloc[todo].to_numpy(dtype=object).tolist(), coded.tolist())]
+        failures = [(i + 2, ids[i], "blank_report", "the report text is blank or could not be read")
                     for i, b in enumerate(blank) if b]
-        result.to_csv(folder.partial / "reports.csv", index=False, quoting=csv.QUOTE_MINIMAL)
-        pd.DataFrame(provenance, columns=["line", "id", "column", "grade", "sentence"]).to_csv(
-            folder.partial / "provenance.csv", index=False)
-        pd.DataFrame(failures, columns=["line", "id", "code", "reason"]).to_csv(folder.partial / "failures.csv",
-                                                                              index=False)
+        _write_csv(folder.partial / "reports.csv", list(kept.columns) + [names[c] for c in columns], rows)
+        _write_csv(folder.partial / "provenance.csv", ["line", "id", "column", "grade", "sentence"], provenance)
+        _write_csv(folder.partial / "failures.csv", ["line", "id", "code", "reason"], failures)
         counts = {"rows": len(table), "graded": len(todo), "failed": len(failures),
-                  "findings": int((grades.to_numpy() > 0).sum()),
-                  "reports_with_findings": int((grades.to_numpy() > 0).any(axis=1).sum())}
+                  "findings": int((grades > 0).sum()), "reports_with_findings": int((grades > 0).any(axis=1).sum())}
         assert counts["rows"] == counts["graded"] + counts["failed"]
         summary = {"stamp": stamp, "counts": counts, "set_aside": set_aside, "columns": len(columns),
                    "seconds": round(seconds, 3), "reports_per_second": round(len(todo) / max(seconds, 1e-9), 1)}
