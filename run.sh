@@ -66,19 +66,22 @@ pipeline() {
   local key="${RUN_DIR}/secret.key"
   stage "synthetic cohort (${SUBJECTS} subjects, seed ${SEED}) -> ${RUN_DIR}/cohort" \
     "${PY}" -m data_prep.synthesize --out="${RUN_DIR}/cohort" --subjects="${SUBJECTS}" --seed="${SEED}"
-  # A real site has free-text reports: read the cohort's own (each site in its template) into the graded table,
-  # and hold it against the true grades. The pipeline below reads the true table.
-  stage "free-text reports -> graded table ${RUN_DIR}/report_features" \
-    "${PY}" -m data_prep.report_features --input="${RUN_DIR}/cohort/reports_text.csv" \
-    --out="${RUN_DIR}/report_features"
-  stage "graded table against the synthetic truth -> ${RUN_DIR}/report_features/truth_check.csv" \
-    "${PY}" -m analysis.report_text_truth --cohort="${RUN_DIR}/cohort" --graded="${RUN_DIR}/report_features"
+  # As a real site would, the pipeline reads the pathology table made from the cohort's free-text reports (each
+  # site in its own template); the true table stays in cohort/reports.csv, and the check holds one against the
+  # other. A schema naming the made table (table: report_features/reports.csv) is all that differs.
+  local graded="${RUN_DIR}/cohort/report_features" schema="${RUN_DIR}/cohort_schema_from_text.yaml"
+  stage "free-text reports -> pathology table ${graded}" \
+    "${PY}" -m data_prep.report_features --input="${RUN_DIR}/cohort/reports_text.csv" --out="${graded}"
+  stage "the table read from the reports against the true grades -> ${graded}/truth_check.csv" \
+    "${PY}" -m analysis.report_text_truth --cohort="${RUN_DIR}/cohort" --graded="${graded}"
+  sed -e 's#^table: .*#table: report_features/reports.csv#' "${RUN_DIR}/cohort/cohort_schema.yaml" > "${schema}.tmp"
+  cmp -s "${schema}.tmp" "${schema}" && rm "${schema}.tmp" || mv "${schema}.tmp" "${schema}"
   stage "records (preprocess, de-identify, shard) -> ${RUN_DIR}/records" \
     "${PY}" -m data_prep.build_records --input="${RUN_DIR}/cohort" --out="${RUN_DIR}/records" \
-    --secret_file="${key}"
+    --secret_file="${key}" --config.schema_file="${schema}"
   stage "normal-spine eligibility -> ${RUN_DIR}/eligibility" \
     "${PY}" -m data_prep.eligibility --input="${RUN_DIR}/cohort" --out="${RUN_DIR}/eligibility" \
-    --secret_file="${key}"
+    --secret_file="${key}" --config.schema_file="${schema}"
   stage "eligibility against the synthetic truth -> ${RUN_DIR}/eligibility/truth_check.json" \
     "${PY}" -m analysis.eligibility_truth --cohort="${RUN_DIR}/cohort" --eligibility="${RUN_DIR}/eligibility" \
     --secret_file="${key}"
@@ -110,7 +113,7 @@ pipeline() {
     echo "(no chromium: skipped opening the report in a headless browser; apt-get install chromium to check it)"
   fi
   echo "cohort: ${RUN_DIR}/cohort (reports.csv, reports_text.csv, dicom/, nifti/, masks/, ground_truth.json)"
-  echo "free-text reports read: ${RUN_DIR}/report_features (reports.csv, provenance.csv, failures.csv, truth_check.csv)"
+  echo "pathology table read from the free-text reports: ${RUN_DIR}/cohort/report_features (reports.csv, provenance.csv, review.html, truth_check.csv)"
   echo "records: ${RUN_DIR}/records (<region>/<split>-*.array_record, index.csv, failures.csv, rejections.csv, manifest.json, qc_*.png)"
   echo "eligibility: ${RUN_DIR}/eligibility (eligibility.csv, clusters.csv, pictures, truth_check.json)"
   echo "training: ${RUN_DIR}/train (checkpoints/, metrics.jsonl, tensorboard/, config.json, run.json, summary.json)"

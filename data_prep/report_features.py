@@ -1,7 +1,7 @@
 """Command line of free-text reports to the graded pathology table (data_prep.reports_text.report_features).
 
     python -m data_prep.report_features --input=REPORTS_TEXT --out=DIR [--schema=cohort_schema.yaml]
-        [--vocabulary=configs/report_vocabulary.yaml] [--text_column=report_text] [--workers=N]
+        [--vocabulary=configs/report_vocabulary.yaml] [--text_column=report_text] [--workers=N] [--review=50]
 """
 
 from pathlib import Path
@@ -22,6 +22,7 @@ def define_flags() -> None:
     flags.DEFINE_string("vocabulary", str(vocabulary.DEFAULT_FILE), "The site's report vocabulary (YAML or JSON).")
     flags.DEFINE_string("text_column", "report_text", "The column holding each report's text.")
     flags.DEFINE_integer("workers", 0, "Processes (0: all cores).")
+    flags.DEFINE_integer("review", 50, "Reports drawn at random into review.html, beside their grades.")
 
 
 def main(argv: list[str]) -> None:
@@ -29,7 +30,7 @@ def main(argv: list[str]) -> None:
     if not FLAGS.input or not FLAGS.out:
         raise app.UsageError("--input=REPORTS_TEXT and --out=DIR are required")
     summary = report_features.run(Path(FLAGS.input), Path(FLAGS.out), Path(FLAGS.vocabulary), FLAGS.schema,
-                                  FLAGS.text_column, FLAGS.workers or None)
+                                  FLAGS.text_column, FLAGS.workers or None, review=FLAGS.review)
     c = summary["counts"]
     if summary["skipped"]:
         print(f"{FLAGS.out}: already up to date for this input, vocabulary and schema")

@@ -4,6 +4,7 @@ with the truth on reports the synthetic cohort writes in every site style (devel
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -105,8 +106,11 @@ def test_the_stage_writes_the_schema_s_columns_and_counts_add_up(tmp_path):
     assert len([c for c in table.columns if " " in c]) == 207
     provenance = pd.read_csv(out / "provenance.csv")
     assert list(provenance["column"]) == ["L4/5 canal_stenosis"] and "[date]" in provenance.loc[0, "sentence"]
-    written = "".join(p.read_text() for p in out.iterdir() if p.is_file())
+    # review.html shows the reports themselves (for the site to check, next to them); nothing else holds text.
+    written = "".join(p.read_text() for p in out.iterdir() if p.is_file() and p.name != "review.html")
     assert "DOE" not in written and "7654321" not in written and "2020-01-02" not in written
+    review = (out / "review.html").read_text()
+    assert review.count("<section>") == 2 and "moderate canal stenosis" in review and "2 moderate" in review
     assert pd.read_csv(out / "failures.csv")["code"].tolist() == ["blank_report"]
     again = report_features.run(cohort / "reports_text.csv", out, text_column="Report", workers=1, progress=False)
     assert again["skipped"] and json.loads((out / "summary.json").read_text())["counts"]["rows"] == 3
@@ -120,13 +124,42 @@ def test_the_stage_writes_the_schema_s_columns_and_counts_add_up(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def drawn_table(tmp_path_factory):
-    """The graded table of a reports-only synthetic cohort (200 people, about 210 reports): the truth."""
+def drawn_cohort(tmp_path_factory):
+    """A reports-only synthetic cohort (200 people, about 210 reports): reports.csv (the truth) and
+    reports_text.csv (each site's free text, identity header and all)."""
     from data_prep.phantom import synthesize
 
     out = tmp_path_factory.mktemp("reports") / "cohort"
     synthesize.synthesize(out, synthesize.CohortSpec(subjects=200, seed=3, reports_only=True), progress=False)
-    return pd.read_csv(out / "reports.csv", dtype={"sex": str})
+    return out
+
+
+@pytest.fixture(scope="module")
+def drawn_table(drawn_cohort):
+    return pd.read_csv(drawn_cohort / "reports.csv", dtype={"sex": str})
+
+
+def test_identifiers_in_the_cohort_s_reports_never_reach_the_outputs(drawn_cohort, drawn_table, tmp_path):
+    from data_prep.phantom import report_text
+
+    summary = report_features.run(drawn_cohort / "reports_text.csv", tmp_path / "graded", workers=2, progress=False)
+    assert summary["counts"]["graded"] == len(drawn_table) and summary["counts"]["failed"] == 0
+    written = {p.name: p.read_text() for p in (tmp_path / "graded").iterdir() if p.is_file()
+               and p.name != "review.html"}  # the site's own reports, shown for checking
+    assert set(written) >= {"reports.csv", "provenance.csv", "failures.csv", "summary.json"}
+    secrets = set()
+    for i, row in drawn_table.iterrows():
+        header = report_text.row_header(3, i, row["sex"], float(row["age"]))
+        last, first = header["name"].split("^")
+        secrets |= {last, first, last.title(), first.title(), header["mrn"], header["accession"]}
+    leaks = {(name, s) for name, text in written.items() for s in secrets if re.search(rf"\b{re.escape(s)}\b", text)}
+    assert not leaks, sorted(leaks)[:5]
+    # The table read back matches the truth about as well as each template is read (all five sites mixed).
+    read = pd.read_csv(tmp_path / "graded" / "reports.csv", dtype={"sex": str})
+    columns = [c for c in drawn_table.columns if "__" in c]
+    assert list(read["series_id"]) == list(drawn_table["series_id"])
+    table = agreement.by_condition(drawn_table[columns], read[columns])
+    assert table.loc["all", "f1"] >= 0.97 and table.loc["all", "weighted_kappa"] >= 0.95
 
 
 @pytest.mark.parametrize("style", ["level_by_level", "narrative", "impression_first", "teaching_hospital",

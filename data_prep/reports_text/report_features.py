@@ -16,6 +16,8 @@ over the user's files) holds:
     failures.csv     line, id, code, reason: rows not graded (a blank report), so counts add up
     summary.json     counts (rows = graded + failed), phrases set aside by reason, the vocabulary's and schema's
                      fingerprints, the speed
+    review.html      50 reports drawn at random, each beside the grades read from it and their sentences, for a
+                     person to check (the site's own text, like provenance.csv)
 The table holds only what the extractor produced from the text (grades) and the input's other columns; no
 word of a report reaches it. An unchanged input, vocabulary and schema is not redone.
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import html
 import io
 import json
 import re
@@ -40,6 +43,8 @@ from spinejax.cohort import schema as cohort_schema
 from spinejax.errors import InputError
 
 STAGE = "report_features"
+REVIEW = 50  # reports in review.html
+SEVERITY_WORDS = {1: "1 mild", 2: "2 moderate", 3: "3 severe"}
 CODE_VERSION = 1  # raise when the extraction rules change what a report gives
 CHUNK = 400  # reports per job: large enough that a worker's start-up is paid once per many reports
 _MASKS = [(re.compile(r"\b\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}\b"), "[date]"), (re.compile(r"\b\d{5,}\b"), "[number]"),
@@ -109,6 +114,31 @@ def _extract_chunk(job: tuple[str, list]) -> list:
     return out
 
 
+def _write_review(path: Path, texts: list, ids: list, todo: list[int], results: list, names: dict, n: int,
+                  seed_text: str) -> None:
+    """review.html: `n` reports drawn at random (seeded by the input), each beside the grades read from it and
+    the sentence of each, for a person to check. The site's own text: it stays in the output folder."""
+    rng = np.random.default_rng(int(seed_text[:12], 16))
+    picked = sorted(rng.choice(len(todo), size=min(n, len(todo)), replace=False).tolist()) if todo else []
+    cells = []
+    for k in picked:
+        i = todo[k]
+        found, findings, _ = results[k]
+        rows = "".join(f"<tr><td>{html.escape(names[c])}</td><td>{SEVERITY_WORDS[g]}</td><td>{html.escape(s)}</td></tr>"
+                       for c, g, s in sorted(set(findings), key=lambda f: list(names).index(f[0])) if found.get(c) == g)
+        cells.append(f"<section><h2>line {i + 2}: {html.escape(str(ids[i]))}</h2><div class=pair>"
+                     f"<pre>{html.escape(texts[i])}</pre><table><tr><th>column</th><th>grade</th><th>from</th></tr>"
+                     f"{rows or '<tr><td colspan=3>no finding graded</td></tr>'}</table></div></section>")
+    path.write_text("<!doctype html><meta charset=utf-8><title>spinejax: reports and the grades read from them"
+                    "</title><style>body{font:14px sans-serif;margin:2em}.pair{display:flex;gap:2em}pre{white-space:"
+                    "pre-wrap;flex:1;background:#f6f6f6;padding:1em}table{flex:1;border-collapse:collapse}td,th{border"
+                    ":1px solid #ccc;padding:3px;vertical-align:top}</style><h1>"
+                    f"{len(picked)} reports and the grades read from them</h1><p>Check each grade against its "
+                    "sentence; a finding the report states but the table lacks is missing from the right. This file "
+                    "holds your reports' text: keep it where the reports are.</p>" + "".join(cells),
+                    encoding="utf-8")
+
+
 def _write_csv(path: Path, header: list[str], rows: list[tuple]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
@@ -123,7 +153,8 @@ def mask_identifiers(sentence: str) -> str:
 
 
 def run(input_path: Path, out: Path, vocabulary_path: Path = vocabulary.DEFAULT_FILE, schema_file: str = "",
-        text_column: str = "report_text", workers: int | None = None, progress: bool = True) -> dict:
+        text_column: str = "report_text", workers: int | None = None, progress: bool = True,
+        review: int = REVIEW) -> dict:
     """Grades every report of `input_path` into `out` (module docstring); returns the summary."""
     input_path, vocabulary_path = Path(input_path), Path(vocabulary_path).resolve()
     if not input_path.exists():
@@ -140,7 +171,7 @@ def run(input_path: Path, out: Path, vocabulary_path: Path = vocabulary.DEFAULT_
                          "replace them (give a table of ids, ages and report text)")
     digest = hashlib.sha256(pd.util.hash_pandas_object(table, index=True).values.tobytes()).hexdigest()
     stamp = {"stage": STAGE, "code": CODE_VERSION, "input": digest, "vocabulary": words.fingerprint,
-             "schema": schema.fingerprint_json(), "text_column": text_column}
+             "schema": schema.fingerprint_json(), "text_column": text_column, "review": review}
     summary_path = Path(out) / "summary.json"
     if summary_path.is_file():
         try:
@@ -186,5 +217,6 @@ def run(input_path: Path, out: Path, vocabulary_path: Path = vocabulary.DEFAULT_
         summary = {"stamp": stamp, "counts": counts, "set_aside": set_aside, "columns": len(columns),
                    "seconds": round(seconds, 3), "reports_per_second": round(len(todo) / max(seconds, 1e-9), 1)}
         (folder.partial / "summary.json").write_text(json.dumps(summary, indent=1))
+        _write_review(folder.partial / "review.html", texts, ids, todo, results, names, review, digest)
         folder.commit()
     return {**summary, "skipped": False}
