@@ -84,7 +84,7 @@ pipeline() {
     --secret_file="${key}" --config.schema_file="${schema}"
   stage "eligibility against the synthetic truth -> ${RUN_DIR}/eligibility/truth_check.json" \
     "${PY}" -m analysis.eligibility_truth --cohort="${RUN_DIR}/cohort" --eligibility="${RUN_DIR}/eligibility" \
-    --secret_file="${key}"
+    --secret_file="${key}" --schema_file="${schema}"
   stage "training (CPU preset, eligible subjects, whole spine) -> ${RUN_DIR}/train" \
     "${PY}" -m spinejax.main --config=configs/default.py:cpu --workdir="${RUN_DIR}/train" \
     --config.data.records_dir="${RUN_DIR}/records" \
@@ -101,6 +101,9 @@ pipeline() {
   stage "bias correction, spine age gap, associations, report -> ${RUN_DIR}/train/analysis" \
     "${PY}" -m analysis.report --workdir="${RUN_DIR}/train" --pooled \
     --ground_truth="${RUN_DIR}/cohort/ground_truth.json" --eligibility_dir="${RUN_DIR}/eligibility"
+  stage "associations from the reports' table against the true grades -> ${graded}/associations_check.csv" \
+    "${PY}" -m analysis.report_text_truth --cohort="${RUN_DIR}/cohort" --graded="${graded}" \
+    --workdir="${RUN_DIR}/train" --secret_file="${key}"
   stage "model bundle (parameters, plan, bias correction, intervals) -> ${RUN_DIR}/bundle" \
     "${PY}" -m spinejax.export --workdir="${RUN_DIR}/train" --out="${RUN_DIR}/bundle"
   # The test split's scans, read from their DICOM and NIfTI files by the predict command, must get exactly

@@ -24,6 +24,7 @@ from sklearn.metrics import adjusted_rand_score
 from data_prep.normal import eligibility, normal_spines
 from spinejax import output_folder
 from spinejax.cohort import pseudonym
+from spinejax.errors import InputError, one_line_errors
 
 FLAGS = flags.FLAGS
 def detection(ineligible: np.ndarray, abnormal: np.ndarray, kinds: np.ndarray) -> dict:
@@ -42,7 +43,10 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max((a | b).sum(), 1))
 
 
-def check(cohort: Path, result_dir: Path, secret: bytes, seeds: list[int]) -> dict:
+def check(cohort: Path, result_dir: Path, secret: bytes, seeds: list[int], schema_file: str = "") -> dict:
+    """Detection of the planted non-age-related spines by `result_dir`'s eligibility, and with further UMAP
+    `seeds` on the same table (read through `schema_file` when the run was given one: its summary keeps no
+    path)."""
     truth = json.loads((cohort / "ground_truth.json").read_text())
     kind_of = {pseudonym.series_key(s["series_id"], secret): s["abnormal_kind"] for s in truth["series"]}
     table = pd.read_csv(result_dir / "eligibility.csv")
@@ -54,7 +58,11 @@ def check(cohort: Path, result_dir: Path, secret: bytes, seeds: list[int]) -> di
     report = {"detection": detection(~table["eligible"].to_numpy()[valid], kinds[valid] != "", kinds[valid])}
 
     summary = json.loads((result_dir / "summary.json").read_text())
-    config = ml_collections.ConfigDict(summary["config"])
+    settings = dict(summary["config"])
+    if settings.get("schema_file") is True and not schema_file:
+        raise InputError(f"{result_dir} was made with a cohort schema file: give it (--schema_file) to read the "
+                         "same table again")
+    config = ml_collections.ConfigDict({**settings, "schema_file": schema_file})
     features, ages = eligibility.usable_features(eligibility.read_table(cohort, config), config)
     first_eligible = table["eligible"].to_numpy()[valid]
     first_cluster = table["cluster"].to_numpy()[valid]
@@ -76,12 +84,13 @@ def define_flags() -> None:
     flags.DEFINE_string("eligibility", None, "Folder written by data_prep.eligibility.")
     flags.DEFINE_list("seeds", ["1", "2"], "Further seeds for the stability check.")
     flags.DEFINE_string("secret_file", None, "Secret used by data_prep.eligibility (else $SPINEJAX_SECRET).")
+    flags.DEFINE_string("schema_file", "", "The cohort schema file the eligibility run was given, if any.")
 
 
 def main(argv: list[str]) -> None:
     del argv
     report = check(Path(FLAGS.cohort), Path(FLAGS.eligibility), pseudonym.load_secret(FLAGS.secret_file),
-                   [int(s) for s in FLAGS.seeds])
+                   [int(s) for s in FLAGS.seeds], FLAGS.schema_file)
     d = report["detection"]
     print(f"planted abnormal spines: precision {d['precision']:.2f} (base rate {d['base_rate']:.2f}), "
           f"recall {d['recall']:.2f}; normal spines marked ineligible: {d['ineligible_share_of_normal']:.1%}")
@@ -92,4 +101,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    app.run(one_line_errors(main))

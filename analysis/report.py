@@ -76,7 +76,8 @@ def analyse(workdir, method: str = "linear", fit_on: str = "eligible", pooled: b
         planted = json.loads(Path(ground_truth).read_text())["planted_effects_years"]
         associations.against_planted(result, planted).to_csv(out / "planted_vs_estimated.csv", index=False)
     return {"coefficients": coefficients, "table": table, "accuracy": accuracy, "associations": result,
-            "joined": joined, "factors": factors, "exposures": exposures, "planted": planted, "splits": splits}
+            "joined": joined, "factors": factors, "exposures": exposures, "covariates": covariates, "planted": planted,
+            "splits": splits}
 
 
 def write_html(workdir, results: dict, eligibility_dir: str | None = None, figures_dir: str | None = None) -> Path:
