@@ -180,3 +180,16 @@ def test_every_site_style_is_read_back_to_its_grades(extractor, drawn_table, sty
     assert total > 1000 and wrong / total < 0.01
     wrong, total = benchmark.statement_errors(extracted, hedged)
     assert wrong <= max(1, 0.05 * total)
+
+
+def test_a_folder_of_text_files_with_one_unreadable(tmp_path):
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    (folder / "s1.txt").write_text("L4/5: severe canal stenosis.")
+    (folder / "s2.txt").write_bytes(b"\xff\xfe not text")
+    (folder / "notes.md").write_text("not a report")
+    summary = report_features.run(folder, tmp_path / "out", workers=1, progress=False)
+    assert summary["counts"] == {"rows": 2, "graded": 1, "failed": 1, "findings": 1, "reports_with_findings": 1}
+    assert pd.read_csv(tmp_path / "out" / "failures.csv")[["id", "code"]].values.tolist() == [
+        ["s2", "unreadable_report"]]
+    assert pd.read_csv(tmp_path / "out" / "reports.csv").loc[0, "canal_stenosis__L4-L5"] == 3

@@ -13,7 +13,9 @@ over the user's files) holds:
     provenance.csv   line, id, column, grade, sentence: the sentence each grade came from (the site's own text,
                      kept next to the table for checking; spinejax never reads it again and it never enters
                      records or any de-identified output; dates, long numbers and LAST^FIRST names masked)
-    failures.csv     line, id, code, reason: rows not graded (a blank report), so counts add up
+    failures.csv     line, id, code, reason: rows not graded (blank_report; unreadable_report: a .txt file that is
+                     not UTF-8), so counts add up; line is the CSV line (for a folder, the file's place in name order
+                     plus 2)
     summary.json     counts (rows = graded + failed), phrases set aside by reason, the vocabulary's and schema's
                      fingerprints, the speed
     review.html      50 reports drawn at random, each beside the grades read from it and their sentences, for a
@@ -45,7 +47,7 @@ from spinejax.errors import InputError
 STAGE = "report_features"
 REVIEW = 50  # reports in review.html
 SEVERITY_WORDS = {1: "1 mild", 2: "2 moderate", 3: "3 severe"}
-CODE_VERSION = 1  # raise when the extraction rules change what a report gives
+CODE_VERSION = 2  # raise when the extraction rules change what a report gives
 CHUNK = 400  # reports per job: large enough that a worker's start-up is paid once per many reports
 _MASKS = [(re.compile(r"\b\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}\b"), "[date]"), (re.compile(r"\b\d{5,}\b"), "[number]"),
           (re.compile(r"\b[A-Z][A-Za-z'-]+\^[A-Z][A-Za-z'^ -]*"), "[name]"),
@@ -206,7 +208,8 @@ def run(input_path: Path, out: Path, vocabulary_path: Path = vocabulary.DEFAULT_
         coded = np.array([values[g] for g in range(4)], dtype=object)[grades[todo]]
         kept = table.drop(columns=[text_column])
         rows = [a + b for a, b in zip(kept.iloc[todo].to_numpy(dtype=object).tolist(), coded.tolist())]
-        failures = [(i + 2, ids[i], "blank_report", "the report text is blank or could not be read")
+        failures = [(i + 2, ids[i], "blank_report", "the report text is blank") if isinstance(texts[i], str) else
+                    (i + 2, ids[i], "unreadable_report", "the report file cannot be read as UTF-8 text")
                     for i, b in enumerate(blank) if b]
         _write_csv(folder.partial / "reports.csv", list(kept.columns) + [names[c] for c in columns], rows)
         _write_csv(folder.partial / "provenance.csv", ["line", "id", "column", "grade", "sentence"], provenance)
