@@ -36,20 +36,14 @@ from spinejax.errors import one_line_errors
 LIBRARIES = ("jax", "flax", "optax", "orbax-checkpoint", "grain", "numpy", "pandas", "statsmodels", "matplotlib")
 
 
-def analyse(workdir, method: str = "linear", fit_on: str = "eligible", pooled: bool = False,
-            ground_truth: str | None = None) -> dict:
-    """Writes the tables of the module docstring; returns them (DataFrames) with the coefficients."""
+def association_data(workdir, method: str = "linear", fit_on: str = "eligible", pooled: bool = False) -> dict:
+    """What the association models read, computed without writing anything: the bias-correction
+    coefficients, the SAG table, one series per subject joined with its reports row (joined), the exposures
+    and covariates the records declare, and the splits used."""
     workdir = Path(workdir)
-    out = workdir / "analysis"
-    out.mkdir(parents=True, exist_ok=True)
     config = json.loads((workdir / "config.json").read_text())
     table = spine_age_gap.load_predictions(workdir)
     coefficients, table = spine_age_gap.correct(table, method, fit_on)
-    (out / "bias_correction.json").write_text(json.dumps(coefficients, indent=2) + "\n")
-    table.to_csv(out / "sag.csv", index=False)
-    accuracy = spine_age_gap.accuracy(table)
-    accuracy.to_csv(out / "accuracy.csv", index=False)
-
     reports_path = Path(config["data"]["records_dir"]) / "reports.csv"
     if not reports_path.is_file():
         raise FileNotFoundError(f"{reports_path}: the records' reports table is needed for the associations")
@@ -67,6 +61,23 @@ def analyse(workdir, method: str = "linear", fit_on: str = "eligible", pooled: b
     if missing:
         raise ValueError(f"{reports_path}: {missing} of {len(joined)} predicted series are not in the reports "
                          "table; were the predictions made from these records?")
+    return {"coefficients": coefficients, "table": table, "joined": joined, "exposures": exposures,
+            "covariates": covariates, "splits": splits}
+
+
+def analyse(workdir, method: str = "linear", fit_on: str = "eligible", pooled: bool = False,
+            ground_truth: str | None = None) -> dict:
+    """Writes the tables of the module docstring; returns them (DataFrames) with the coefficients."""
+    workdir = Path(workdir)
+    out = workdir / "analysis"
+    out.mkdir(parents=True, exist_ok=True)
+    data = association_data(workdir, method, fit_on, pooled)
+    coefficients, table, joined = data["coefficients"], data["table"], data["joined"]
+    exposures, covariates, splits = data["exposures"], data["covariates"], data["splits"]
+    (out / "bias_correction.json").write_text(json.dumps(coefficients, indent=2) + "\n")
+    table.to_csv(out / "sag.csv", index=False)
+    accuracy = spine_age_gap.accuracy(table)
+    accuracy.to_csv(out / "accuracy.csv", index=False)
     factors = associations.factor_table(joined, exposures)
     result = associations.associate(joined, factors, exposures, covariates)
     result.insert(0, "subjects", f"{'+'.join(splits)}")

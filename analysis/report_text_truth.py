@@ -40,7 +40,7 @@ def define_flags() -> None:
 
 def compare_associations(workdir: Path, cohort: Path, secret: bytes) -> pd.DataFrame:
     """Pathology terms' associations with the spine age gap, from the graded (text) and the true table."""
-    results = report.analyse(workdir, pooled=True)
+    results = report.association_data(workdir, pooled=True)  # the report stage's inputs; nothing rewritten
     joined, exposures = results["joined"], results["exposures"]
     truth = pd.read_csv(cohort / "reports.csv", dtype={"series_id": str})
     truth.index = truth["series_id"].map(lambda s: pseudonym.series_key(s, secret))

@@ -1404,6 +1404,4 @@ def write_with_statements(style: str, grades: Mapping[str, int], rng: np.random.
         text, claims = _write_with_claims(style, grades, rng, header)
         said = lambda kind: {f"{c}__{level}" for c, level, _, k in claims if k == kind}
         return text, said("neg"), said("hedge")
-    text, writer = report_text_held_out._compose(report_text_held_out._WRITERS[style], grades, rng, header)
-    column = lambda c, i: report_text_held_out._COLUMNS[c][i]
-    return text, {column(c, i) for c, i in writer.negated}, {column(c, i) for c, i in writer.hedged}
+    return report_text_held_out.write_with_statements(style, grades, rng, header)

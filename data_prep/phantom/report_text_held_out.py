@@ -1262,6 +1262,13 @@ HELD_OUT_STYLES: dict[str, Style] = {"teaching_hospital": teaching_hospital, "di
 _WRITERS: dict[str, type[_Writer]] = {"teaching_hospital": _TeachingHospital, "dictation": _Dictation}
 
 
+def write_with_statements(style: str, grades: Mapping[str, int], rng: np.random.Generator,
+                          header: Mapping[str, str]) -> tuple[str, set[str], set[str]]:
+    """(report, the `<condition>__<level>` columns it states as absent or normal, the columns it hedges)."""
+    text, writer = _compose(_WRITERS[style], grades, rng, header)
+    return (text, {_COLUMNS[c][i] for c, i in writer.negated}, {_COLUMNS[c][i] for c, i in writer.hedged})
+
+
 def draw_header(rng: np.random.Generator, sex: str | None = None) -> dict[str, str]:
     """A fake identity header: name ('LAST^FIRST'), MRN, birth and exam dates ('YYYYMMDD'), accession,
     referring physician and reading radiologist."""

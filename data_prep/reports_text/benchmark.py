@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,6 @@ from absl import app, flags
 
 from analysis import eligibility_truth
 from configs import eligibility as eligibility_config
-from data_prep import parallel
 from data_prep.normal import eligibility
 from data_prep.phantom import findings, report_text, synthesize
 from data_prep.reports_text import agreement, report_features, vocabulary
@@ -62,28 +60,17 @@ def styled_reports(table: pd.DataFrame, style: str, seed: int) -> tuple[list[str
 
 def read_all(texts: list[str], workers: int | None) -> tuple[pd.DataFrame, float]:
     """(extracted grades [reports, columns], seconds) with the stage's own parallel reader."""
-    path = str(vocabulary.DEFAULT_FILE)
-    jobs = [(path, texts[k:k + report_features.CHUNK]) for k in range(0, len(texts), report_features.CHUNK)]
-    start = time.perf_counter()
-    results = [r for chunk in parallel.map_jobs(report_features._extract_chunk, jobs, workers, progress=False)
-               for r in chunk]
-    seconds = time.perf_counter() - start
+    results, seconds = report_features.read_reports(texts, vocabulary.DEFAULT_FILE, workers)
     columns = findings.feature_columns()
-    grades = pd.DataFrame(0, index=range(len(texts)), columns=columns, dtype=np.int8)
-    for i, (found, _, _) in enumerate(results):
-        for column, grade in found.items():
-            grades.at[i, column] = grade
-    return grades, seconds
+    return pd.DataFrame(report_features.grade_array(results, columns), columns=columns), seconds
 
 
 def statement_errors(grades: pd.DataFrame, stated: list[set]) -> tuple[int, int]:
     """(pairs stated absent (or hedged) that were graded present, pairs so stated)."""
-    wrong = total = 0
-    for i, columns in enumerate(stated):
-        if columns:
-            wrong += int((grades.loc[i, sorted(columns)].to_numpy() > 0).sum())
-            total += len(columns)
-    return wrong, total
+    position = {column: k for k, column in enumerate(grades.columns)}
+    present = grades.to_numpy() > 0
+    wrong = sum(int(present[i, [position[c] for c in columns]].sum()) for i, columns in enumerate(stated) if columns)
+    return wrong, sum(len(columns) for columns in stated)
 
 
 def score_eligibility(cohort: Path, out: Path, seeds: list[int]) -> list[dict]:

@@ -184,10 +184,10 @@ class Extractor:
 
         sentence_text = {}
 
-        def record(conditions_named, grade, owned, phrase, s_start, s_end) -> None:
+        def record(conditions_named, grade, owned, s_start, s_end) -> None:
             placed = False
             for condition in conditions_named:
-                for level in self._levels_of_kind(condition, owned, phrase):
+                for level in self._levels_of_kind(condition, owned):
                     column = f"{condition}__{level}"
                     grades[column] = max(grades.get(column, 0), grade)
                     if s_start not in sentence_text:
@@ -240,7 +240,7 @@ class Extractor:
                             if cue:
                                 set_aside[_REASONS[cue.split(":")[0]]] += 1
                             else:
-                                record(carried, grade, owned or label[0], "", s_start, s_end)
+                                record(carried, grade, owned or label[0], s_start, s_end)
                     if text[s_end - 1:s_end] != ";" and head is None:
                         carried = ()
                     continue
@@ -254,14 +254,14 @@ class Extractor:
                     if cue:
                         set_aside[cue] += 1
                         continue
-                    grade = taken.get(m) or _right_severity(text, m, mentions, s_severities, taken, s_end)
+                    grade = taken.get(m) or _right_severity(text, m, mentions, s_severities, s_end)
                     if not grade:
                         grade = self._percent_grade(text, m, clauses)
                     if not grade:
                         set_aside["no_severity"] += 1
                         continue
                     owned = _owned_levels(m, mentions, s_levels, clauses) or label[0]
-                    record(m.label, grade, owned, text[m.start:m.end], s_start, s_end)
+                    record(m.label, grade, owned, s_start, s_end)
                 carried = mentions[-1].label if text[s_end - 1:s_end] == ";" else ()
         return Extraction(grades, findings, set_aside)
 
@@ -319,7 +319,7 @@ class Extractor:
             return sum(value >= cut for cut in cuts)
         return 0
 
-    def _levels_of_kind(self, condition: str, owned: list, phrase: str) -> list[str]:
+    def _levels_of_kind(self, condition: str, owned: list) -> list[str]:
         """The graded levels of `condition` that `owned` level expressions name (module docstring, step 3)."""
         vertebral = condition in self.vocabulary.vertebra_conditions
         out = []
@@ -637,7 +637,7 @@ def _left_severities(text: str, mentions: list, severities: list, clauses, level
     return out
 
 
-def _right_severity(text: str, m: _Span, mentions: list, severities: list, taken: dict, end: int) -> int:
+def _right_severity(text: str, m: _Span, mentions: list, severities: list, end: int) -> int:
     """A severity word just after the mention ('stenosis, moderate', 'bulge (mild)', 'anterolisthesis of L4 on
     L5, grade 1'), not one that belongs to the next mention."""
     following = [x for x in mentions if x.start >= m.end]

@@ -16,8 +16,8 @@ over the user's files) holds:
     failures.csv     line, id, code, reason: rows not graded (blank_report; unreadable_report: a .txt file that is
                      not UTF-8), so counts add up; line is the CSV line (for a folder, the file's place in name order
                      plus 2)
-    summary.json     counts (rows = graded + failed), phrases set aside by reason, the vocabulary's and schema's
-                     fingerprints, the speed
+    summary.json     counts (rows = graded + failed), phrases set aside by reason, the stamp (hashes of the
+                     input, vocabulary, schema and text column: what makes the folder stale), the speed
     review.html      50 reports drawn at random, each beside the grades read from it and their sentences, for a
                      person to check (the site's own text, like provenance.csv)
 The table holds only what the extractor produced from the text (grades) and the input's other columns; no
@@ -122,12 +122,13 @@ def _write_review(path: Path, texts: list, ids: list, todo: list[int], results: 
     the sentence of each, for a person to check. The site's own text: it stays in the output folder."""
     rng = np.random.default_rng(int(seed_text[:12], 16))
     picked = sorted(rng.choice(len(todo), size=min(n, len(todo)), replace=False).tolist()) if todo else []
+    order = {column: k for k, column in enumerate(names)}
     cells = []
     for k in picked:
         i = todo[k]
         found, findings, _ = results[k]
         rows = "".join(f"<tr><td>{html.escape(names[c])}</td><td>{SEVERITY_WORDS[g]}</td><td>{html.escape(s)}</td></tr>"
-                       for c, g, s in sorted(set(findings), key=lambda f: list(names).index(f[0])) if found.get(c) == g)
+                       for c, g, s in sorted(set(findings), key=lambda f: order[f[0]]) if found.get(c) == g)
         cells.append(f"<section><h2>line {i + 2}: {html.escape(str(ids[i]))}</h2><div class=pair>"
                      f"<pre>{html.escape(texts[i])}</pre><table><tr><th>column</th><th>grade</th><th>from</th></tr>"
                      f"{rows or '<tr><td colspan=3>no finding graded</td></tr>'}</table></div></section>")
@@ -146,6 +147,27 @@ def _write_csv(path: Path, header: list[str], rows: list[tuple]) -> None:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(header)
         writer.writerows(rows)
+
+
+def read_reports(texts: list[str], vocabulary_path: Path, workers: int | None, progress: bool = False
+                 ) -> tuple[list, float]:
+    """([(grades, findings, set aside)] per text, in order; seconds): the texts read by worker processes,
+    CHUNK reports per job (each worker builds its extractor once)."""
+    start = time.perf_counter()
+    jobs = [(str(vocabulary_path), texts[k:k + CHUNK]) for k in range(0, len(texts), CHUNK)]
+    results = [r for chunk in parallel.map_jobs(_extract_chunk, jobs, workers, desc="chunks of reports",
+                                                progress=progress) for r in chunk]
+    return results, time.perf_counter() - start
+
+
+def grade_array(results: list, columns: list[str]) -> np.ndarray:
+    """[len(results), len(columns)] int8 grades 0-3 of read_reports' results."""
+    position = {column: k for k, column in enumerate(columns)}
+    grades = np.zeros((len(results), len(columns)), np.int8)
+    for i, (found, _, _) in enumerate(results):
+        for column, grade in found.items():
+            grades[i, position[column]] = grade
+    return grades
 
 
 def mask_identifiers(sentence: str) -> str:
@@ -172,32 +194,29 @@ def run(input_path: Path, out: Path, vocabulary_path: Path = vocabulary.DEFAULT_
         raise InputError(f"the reports table already has grade column(s) such as {clash[0]!r}: refusing to "
                          "replace them (give a table of ids, ages and report text)")
     digest = hashlib.sha256(pd.util.hash_pandas_object(table, index=True).values.tobytes()).hexdigest()
+    # The schema and the text column's name are the site's words: the stamp keeps their hash, not them.
+    settings = hashlib.sha256(json.dumps([schema.fingerprint_json(), text_column]).encode()).hexdigest()
     stamp = {"stage": STAGE, "code": CODE_VERSION, "input": digest, "vocabulary": words.fingerprint,
-             "schema": schema.fingerprint_json(), "text_column": text_column, "review": review}
+             "settings": settings, "review": review}
     summary_path = Path(out) / "summary.json"
     if summary_path.is_file():
         try:
-            if json.loads(summary_path.read_text()).get("stamp") == stamp:
-                return {**json.loads(summary_path.read_text()), "skipped": True}
+            written = json.loads(summary_path.read_text())
         except json.JSONDecodeError:
-            pass
+            written = {}
+        if written.get("stamp") == stamp:
+            return {**written, "skipped": True}
     texts = table[text_column].tolist()
     blank = [not isinstance(t, str) or not t.strip() for t in texts]
     todo = [i for i, b in enumerate(blank) if not b]
     with output_folder.OutputFolder(Path(out), STAGE) as folder:
         folder.start(stamp)
-        start = time.perf_counter()
-        jobs = [(str(vocabulary_path), [texts[i] for i in todo[k:k + CHUNK]]) for k in range(0, len(todo), CHUNK)]
-        results = [r for chunk in parallel.map_jobs(_extract_chunk, jobs, workers, desc="chunks of reports",
-                                                    progress=progress) for r in chunk]
-        seconds = time.perf_counter() - start
-        position = {column: k for k, column in enumerate(columns)}
+        results, seconds = read_reports([texts[i] for i in todo], vocabulary_path, workers, progress)
         grades = np.zeros((len(table), len(columns)), np.int8)  # [rows, columns] 0-3
+        grades[todo] = grade_array(results, columns)
         ids = table[id_column].tolist() if id_column in table.columns else [""] * len(table)
         provenance, set_aside, masked = [], {}, {}
-        for i, (found, findings, aside) in zip(todo, results):
-            for column, grade in found.items():
-                grades[i, position[column]] = grade
+        for i, (_, findings, aside) in zip(todo, results):
             for column, grade, sentence in findings:
                 if sentence not in masked:
                     masked[sentence] = mask_identifiers(sentence)
