@@ -2,6 +2,7 @@
 
     python -m data_prep.build_records --input=COHORT_DIR --out=RECORDS_DIR [--config=configs/records.py]
         [--config.workers=2 ...] [--config.schema_file=PATH] [--secret_file=PATH]
+        [--engine=beam [-- BEAM_PIPELINE_OPTIONS]]   (data_prep.records.beam_engine)
 """
 
 from pathlib import Path
@@ -24,13 +25,23 @@ def define_flags() -> None:
     flags.DEFINE_string("out", None, "Records folder to write.")
     flags.DEFINE_string("secret_file", None, "File holding the secret for keyed hashes (else $SPINEJAX_SECRET).")
     config_flags.DEFINE_config_file("config", records_config.__file__, "Records config (configs/records.py[:paper]).")
+    flags.DEFINE_enum("engine", "local", ["local", "beam"], "Where the per-series work runs: this machine's worker "
+                      "pool, or Apache Beam (options after `--`; default the DirectRunner, multi-processing).")
 
 
 def main(argv: list[str]) -> None:
-    del argv
     if not FLAGS.input or not FLAGS.out:
         raise app.UsageError("--input=COHORT_DIR and --out=RECORDS_DIR are required")
-    manifest = build(Path(FLAGS.input), Path(FLAGS.out), FLAGS.config, pseudonym.load_secret(FLAGS.secret_file))
+    secret = pseudonym.load_secret(FLAGS.secret_file)
+    engine = None
+    if FLAGS.engine == "beam":
+        from data_prep.records import beam_engine  # only here: Apache Beam is an optional extra
+
+        engine = beam_engine.BeamEngine(beam_engine.pipeline_options(argv[1:], FLAGS.config.workers),
+                                        FLAGS.secret_file)
+    elif argv[1:]:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}: Beam pipeline options need --engine=beam")
+    manifest = build(Path(FLAGS.input), Path(FLAGS.out), FLAGS.config, secret, engine=engine)
     c = manifest["counts"]
     if manifest["skipped"]:
         print(f"{FLAGS.out}: records already up to date (inputs, reports, schema, plan, secret and code unchanged)")

@@ -198,3 +198,72 @@ def test_a_sites_own_split_file_or_held_out_sites_decide_the_split(small_cohort,
     at_site = {pseudonym.subject_key(s, SECRET) for s in reports.loc[reports["site"] == held_out, "subject_id"]}
     assert at_site and set(index.loc[index["split"] == "test", "subject_key"]) == at_site
     assert held_out not in json.dumps(manifest["config"])  # the site's name stays out of the outputs
+
+
+# Apache Beam (data_prep.records.beam_engine): requirements.txt installs it, so CI runs these.
+def test_beam_engine_under_the_direct_runner_writes_the_local_pools_bytes(built, monkeypatch):
+    root, manifest, broken = built
+    monkeypatch.setenv(pseudonym.SECRET_ENV, SECRET.decode())
+    out = root / "records_beam"
+    processes.run([sys.executable, "-m", "data_prep.build_records", f"--input={root / 'cohort'}", f"--out={out}",
+                   "--engine=beam", "--", "--direct_num_workers=2", "--direct_running_mode=multi_processing"])
+    assert _digest(out) == _digest(root / "records")  # shards, index, failures, reports, manifest, QC pictures
+    beam_manifest = json.loads((out / "manifest.json").read_text())
+    assert beam_manifest["counts"] == manifest["counts"] and manifest["counts"]["failed"] >= len(broken)
+    assert not list(out.rglob("*.tmp*"))
+
+
+def test_beam_reruns_retries_and_duplicated_work_leave_one_copy_of_each_record(small_cohort, tmp_path,
+                                                                                monkeypatch):
+    from data_prep.records import beam_engine
+
+    local = build_records.build(small_cohort, tmp_path / "local", _config(), SECRET, progress=False)
+    monkeypatch.setenv(pseudonym.SECRET_ENV, SECRET.decode())
+    # One process, so that the failures injected below reach the pipeline's workers.
+    options = beam_engine.pipeline_options(["--direct_running_mode=in_memory", "--direct_num_workers=1"], 1)
+    out = tmp_path / "beam"
+    real_process, real_write = build_records.process_job, build_records.write_shard
+    failed = []
+
+    def process_then_fail_once(job, *args, **kwargs):  # a worker lost after its output was written
+        key = real_process(job, *args, **kwargs)
+        if not failed:
+            failed.append(key)
+            raise OSError("worker lost")
+        return key
+
+    def write_part_then_fail_once(partial, name, entries):  # a shard write cut off half-way
+        if len(failed) == 1:
+            failed.append(name)
+            real_write(partial, name, entries[: len(entries) // 2])
+            path = Path(partial) / name
+            path.rename(path.with_name(f".{path.name}.tmp999-1"))  # where write_shard's own killed write stops
+            raise OSError("worker lost")
+        return real_write(partial, name, entries)
+
+    monkeypatch.setattr(build_records, "process_job", process_then_fail_once)
+    monkeypatch.setattr(build_records, "write_shard", write_part_then_fail_once)
+    for _ in range(2):  # each run fails once, as a preempted job would; the next resumes
+        with pytest.raises(InputError, match="Beam pipeline failed.*run the same command again"):
+            build_records.build(small_cohort, out, _config(), SECRET, progress=False,
+                                engine=beam_engine.BeamEngine(options))
+        assert not (out / "manifest.json").exists()
+    assert list(out.parent.glob("beam.partial/*/.*.tmp999-1"))
+
+    class EveryInputTwice(beam_engine.BeamEngine):  # what a runner's retry of a whole bundle amounts to
+        def run(self, jobs, *args):
+            super().run(jobs + jobs[::-1], *args)
+
+    again = build_records.build(small_cohort, out, _config(), SECRET, progress=False, engine=EveryInputTwice(options))
+    assert len(failed) == 2 and again["counts"] == local["counts"] and local["counts"]["failed"] == 0
+    assert _digest(out) == _digest(tmp_path / "local") and not list(out.rglob("*.tmp*"))
+
+
+def test_a_beam_worker_with_another_secret_is_refused(small_cohort, tmp_path, monkeypatch):
+    from data_prep.records import beam_engine
+
+    monkeypatch.setenv(pseudonym.SECRET_ENV, "another-secret-0123456789")
+    options = beam_engine.pipeline_options(["--direct_running_mode=in_memory", "--direct_num_workers=1"], 1)
+    with pytest.raises(InputError, match="another secret than the launcher"):
+        build_records.build(small_cohort, tmp_path / "beam", _config(), SECRET, progress=False,
+                            engine=beam_engine.BeamEngine(options))

@@ -87,12 +87,13 @@ def test_pyproject_lists_what_the_code_imports():
                     "ml_collections": "ml-collections", "yaml": "pyyaml", "matplotlib": "matplotlib", "tqdm": "tqdm",
                     "absl": "absl-py", "tensorboardX": "tensorboardX", "torch": "torch", "umap": "umap-learn",
                     "hdbscan": "hdbscan", "sklearn": "scikit-learn", "statsmodels": "statsmodels", "spacy": "spacy",
-                    "array_record": "array-record"}
+                    "array_record": "array-record", "apache_beam": "apache-beam"}
     pins = lambda key: {d.split("=")[0].split("[")[0] for d in key}
     installed = _third_party(("spinejax",)) - {"torch"}  # torch: the optional 'peer' extra
     assert {distribution[n] for n in installed} <= pins(project["dependencies"]), installed
     checkout = _third_party(("data_prep", "analysis", "configs")) - installed
-    assert {distribution[n] for n in checkout} <= pins(project["optional-dependencies"]["pipeline"]) | pins(
+    extras = project["optional-dependencies"]
+    assert {distribution[n] for n in checkout} <= pins(extras["pipeline"]) | pins(extras["beam"]) | pins(
         project["dependencies"]), checkout
     declared = pins(project["dependencies"]) - {"pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg",
                                                 "pylibjpeg-rle", "array-record"}

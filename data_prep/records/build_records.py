@@ -33,10 +33,13 @@ do not depend on the worker count.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 import os
+import threading
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import ml_collections
@@ -117,9 +120,12 @@ def _cache_path(partial: Path, key: str) -> Path:
     return partial / ".cache" / f"{key}.npz"
 
 
-def _worker(args) -> str:
-    """Processes one input into its cache file (kept when already there); returns its key."""
-    key, item, report, plan, config, secret, partial = args
+def process_job(job: tuple, plan: preprocess.Plan, config: ml_collections.ConfigDict, partial: str,
+                secret: bytes) -> str:
+    """The per-input step every engine maps: one input (key, item, report row) processed into its cache file
+    (kept when already there: a rerun or a retried bundle redoes nothing and duplicates nothing); returns its
+    key. The file appears whole or not at all (written aside, then renamed)."""
+    key, item, report = job
     path = _cache_path(Path(partial), key)
     if path.exists():
         return key
@@ -132,10 +138,73 @@ def _worker(args) -> str:
     blobs = {f"r{n}": np.frombuffer(r["bytes"], np.uint8) for n, r in enumerate(result["records"])}
     meta = json.dumps({"records": [{k: v for k, v in r.items() if k != "bytes"} for r in result["records"]],
                        **{k: v for k, v in result.items() if k != "records"}})
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}-{threading.get_ident()}.npz")
     np.savez(tmp, meta=np.frombuffer(meta.encode(), np.uint8), **blobs)  # arrays only: no pickle
     os.replace(tmp, path)
     return key
+
+
+def _meta(partial: Path, key: str) -> dict:
+    with np.load(_cache_path(partial, key)) as cached:  # reads the meta member only
+        return json.loads(cached["meta"].tobytes())
+
+
+def plan_shards(partial: str, inputs: list[tuple[str, bool]], shards_per_split: int
+                ) -> tuple[list[tuple[str, str, dict | None]], dict[str, list[tuple[str, int]]]]:
+    """What becomes of each input, and what each shard holds, from the cache's metadata alone (no voxels).
+
+    inputs: (key, has a usable reports row) per input, in input order. Returns (per input, in that order:
+    (fate, key, meta), fate 'no_row' (meta None), 'duplicate_scan' (the same voxels as an earlier input) or
+    'done'),
+    and shard path (relative to the output folder) -> [(input key, record number)] in input order: a record's
+    position in its shard. Every engine writes the shards from this, so the bytes do not depend on the engine.
+    """
+    partial, fates, shards, seen_content = Path(partial), [], {}, set()
+    for key, has_row in inputs:
+        if not has_row:
+            fates.append(("no_row", key, None))
+            continue
+        meta = _meta(partial, key)
+        if meta["records"] and meta["content_sha256"] in seen_content:
+            fates.append(("duplicate_scan", key, meta))
+            continue
+        if meta["records"]:
+            seen_content.add(meta["content_sha256"])
+        fates.append(("done", key, meta))
+        for m, record in enumerate(meta["records"]):
+            shard = int(record["series_key"][:8], 16) % shards_per_split
+            name = f"{record['region']}/{record['split']}-{shard:05d}-of-{shards_per_split:05d}.array_record"
+            shards.setdefault(name, []).append((key, m))
+    return fates, shards
+
+
+def write_shard(partial: str, name: str, entries: list[tuple[str, int]]) -> str:
+    """One shard file, written whole from the cache (aside, then renamed: a retried write leaves one file)."""
+    path = Path(partial) / name
+    path.parent.mkdir(exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
+    writer = ArrayRecordWriter(str(tmp), "group_size:1")
+    for key, m in entries:
+        with np.load(_cache_path(Path(partial), key)) as cached:
+            writer.write(cached[f"r{m}"].tobytes())
+    writer.close()
+    os.replace(tmp, path)
+    return name
+
+
+class LocalEngine:
+    """Runs the per-input step and the shard writing on this machine: a pool of `workers` processes."""
+
+    def __init__(self, workers: int = 0, progress: bool = True):
+        self.workers, self.progress = workers, progress
+
+    def run(self, jobs: list[tuple], plan: preprocess.Plan, config: ml_collections.ConfigDict, partial: str,
+            secret: bytes, shards_of: Callable[[], tuple]) -> None:
+        """Every job through process_job, then every shard of shards_of() (plan_shards) through write_shard."""
+        step = functools.partial(process_job, plan=plan, config=config, partial=partial, secret=secret)
+        list(parallel.map_jobs(step, jobs, self.workers, desc="series", progress=self.progress))
+        for name, entries in shards_of()[1].items():
+            write_shard(partial, name, entries)
 
 
 def site_code(site: str, secret: bytes, declared: bool) -> str:
@@ -170,9 +239,15 @@ def usable_rows(table: reports_table.ReportsTable, secret: bytes, config: ml_col
     return rows
 
 
-def build(cohort: Path, out: Path, config: ml_collections.ConfigDict, secret: bytes, progress: bool = True) -> dict:
+def build(cohort: Path, out: Path, config: ml_collections.ConfigDict, secret: bytes, progress: bool = True,
+          engine=None) -> dict:
     """The whole step (module docstring); returns the manifest, plus console-only `outcomes` and
-    `rejections` (with paths and raw ids: never written) and `announce` (what the run decided)."""
+    `rejections` (with paths and raw ids: never written) and `announce` (what the run decided).
+
+    engine: what runs the per-input step and writes the shards (LocalEngine(config.workers) by default;
+    data_prep.records.beam_engine.BeamEngine for Apache Beam). Listing, the freshness check and the small
+    outputs run here whatever the engine, so every engine writes the same bytes."""
+    engine = engine or LocalEngine(config.workers, progress)
     cohort, out = Path(cohort), Path(out)
     pseudonym.check_secret(secret)
     if not cohort.is_dir():
@@ -205,11 +280,15 @@ def build(cohort: Path, out: Path, config: ml_collections.ConfigDict, secret: by
                     if previous.is_file() else "")
         resumed = folder.start({"stamp": pseudonym.keyed_hash(stamp_text, secret, "stamp")})
         (folder.partial / ".cache").mkdir(exist_ok=True)
-        todo = [(key, item, rows[item["series_id"]], plan, config, secret, str(folder.partial))
-                for key, item in zip(keys, inputs) if item["series_id"] in rows]
-        list(parallel.map_jobs(_worker, todo, config.workers, desc="series", progress=progress))
-        manifest, outcomes = _assemble(folder.partial, inputs, keys, listed_failures, table, rows, plan, config,
-                                       secret)
+        todo = [(key, item, rows[item["series_id"]]) for key, item in zip(keys, inputs) if item["series_id"] in rows]
+        shards_of = functools.partial(plan_shards, str(folder.partial),
+                                      [(key, item["series_id"] in rows) for key, item in zip(keys, inputs)],
+                                      config.shards_per_split)
+        engine.run(todo, plan, config, str(folder.partial), secret, shards_of)
+        for stray in folder.partial.glob("*/.*.array_record.tmp*"):  # a shard write killed or retried mid-way
+            stray.unlink()
+        manifest, outcomes = _assemble(folder.partial, inputs, shards_of(), listed_failures, table, rows, plan,
+                                       config, secret)
         if any(o["code"] in TRANSIENT for o in outcomes):  # never up to date: the next run tries them again
             fingerprint += "-retry"
         codes_only = {**config_json, "schema_file": bool(config.schema_file),
@@ -233,26 +312,26 @@ def build(cohort: Path, out: Path, config: ml_collections.ConfigDict, secret: by
             "announce": announce + (" (resumed an interrupted run)" if resumed else "")}
 
 
-def _assemble(partial: Path, inputs: list[dict], keys: list[str], listed_failures: list[dict],
+def _assemble(partial: Path, inputs: list[dict], planned: tuple, listed_failures: list[dict],
               table: reports_table.ReportsTable, rows: dict, plan: preprocess.Plan,
               config: ml_collections.ConfigDict, secret: bytes) -> tuple[dict, list[dict]]:
-    """Shards, index.csv, failures.csv, rejections.csv, reports.csv and the manifest's counts from the cache,
-    in input order (the same bytes whatever the workers). Returns (manifest, console-only outcomes)."""
+    """index.csv, failures.csv, rejections.csv, reports.csv and the manifest's counts from plan_shards' answer
+    (the shards are written by then), in input order. Returns (manifest, console-only outcomes)."""
+    fates, shards = planned
+    position = {entry: (name, n) for name, entries in shards.items() for n, entry in enumerate(entries)}
     rejected_ids = {r.series_id for r in table.rejected if r.series_id}
-    writers, counts_per_shard, index_rows, outcomes = {}, {}, [], list(listed_failures)
-    native_spacing, extents, seen_content, kept = [], {r: [] for r in config.regions}, set(), []
+    index_rows, outcomes = [], list(listed_failures)
+    native_spacing, extents, kept = [], {r: [] for r in config.regions}, []
     processed, failed_inputs = 0, len(listed_failures)  # each counted from its own outcome
-    for key, item in zip(keys, inputs):
-        if item["series_id"] not in rows:
+    for item, (fate, key, meta) in zip(inputs, fates):
+        if fate == "no_row":
             failed_inputs += 1
             code = "report_row_rejected" if item["series_id"] in rejected_ids else "no_report_row"
             message = ("its reports table row was rejected (rejections.csv says why)"
                        if code == "report_row_rejected" else "no row for this series in the reports table")
             outcomes.append(prepare.failure_row(item["kind"], item["where"], code, message, item["series_id"]))
             continue
-        cached = np.load(_cache_path(partial, key))
-        meta = json.loads(cached["meta"].tobytes())
-        if meta["records"] and meta["content_sha256"] in seen_content:
+        if fate == "duplicate_scan":
             outcomes.append(prepare.failure_row(item["kind"], item["where"], "duplicate_scan", "the same voxel "
                                                 "data as another input already made into records", item["series_id"]))
             failed_inputs += 1
@@ -263,31 +342,20 @@ def _assemble(partial: Path, inputs: list[dict], keys: list[str], listed_failure
         if not meta["records"]:
             failed_inputs += 1
             continue
-        seen_content.add(meta["content_sha256"])
         processed += 1
         report = rows[item["series_id"]]
         native_spacing.append(meta["native_spacing_mm"])
         kept.append((report, meta["records"][0]["series_key"], meta["records"][0]["split"]))
         for m, record in enumerate(meta["records"]):
-            shard = int(record["series_key"][:8], 16) % config.shards_per_split
-            where = (record["region"], record["split"], shard)
-            if where not in writers:
-                (partial / record["region"]).mkdir(exist_ok=True)
-                name = f"{record['split']}-{shard:05d}-of-{config.shards_per_split:05d}.array_record"
-                writers[where] = (ArrayRecordWriter(str(partial / record["region"] / name), "group_size:1"), name)
-                counts_per_shard[where] = 0
-            writers[where][0].write(cached[f"r{m}"].tobytes())
             capacity = np.asarray(plan.grid(record["region"])) * np.asarray(plan.spacing_mm)
             extents[record["region"]].append(record["extent_mm"])
+            name, n = position[(key, m)]
             index_rows.append({
                 "series_key": record["series_key"], "subject_key": pseudonym.subject_key(report["subject_id"], secret),
                 "split": record["split"], "region": record["region"], "age": report["age"], "sex": report["sex"],
                 "site": report["site"], "levels_missing": record["levels_missing"],
                 "cropped": bool((np.asarray(record["extent_mm"]) > capacity).any()),
-                "shard": f"{record['region']}/{writers[where][1]}", "position": counts_per_shard[where]})
-            counts_per_shard[where] += 1
-    for writer, _ in writers.values():
-        writer.close()
+                "shard": name, "position": n})
 
     index = pd.DataFrame(index_rows, columns=["series_key", "subject_key", "split", "region", "age", "sex", "site",
                                               "levels_missing", "cropped", "shard", "position"])
