@@ -9,6 +9,8 @@ RECORDS_DIR/cohort_schema.json). Writes DIR/analysis/:
     bias_correction.json   method and coefficients, fitted on validation subjects
     sag.csv                every validation and test record with raw and corrected age and SAG
     accuracy.csv           MAE, RMSE, R2, r and gap-age r per split, before and after correction
+    peers.csv              the CNN against the training mean and report-only models (analysis.peers): MAE and
+                           paired bootstrap 95% CIs of each difference from the CNN
     associations.csv       SAG ~ factor + age + age^2 + sex + site + covariates per condition and exposure
                            (one row per level of a categorical exposure; test subjects, validation and
                            test pooled with --pooled): effect, 95% CI, HC3 p, BH q
@@ -29,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 from absl import app, flags
 
-from analysis import associations, figures, spine_age_gap
+from analysis import associations, figures, peers, spine_age_gap
 from spinejax.cohort import schema as cohort_schema
 from spinejax.errors import one_line_errors
 
@@ -78,6 +80,8 @@ def analyse(workdir, method: str = "linear", fit_on: str = "eligible", pooled: b
     table.to_csv(out / "sag.csv", index=False)
     accuracy = spine_age_gap.accuracy(table)
     accuracy.to_csv(out / "accuracy.csv", index=False)
+    peer_table = peers.peer_table(workdir)
+    peer_table.to_csv(out / "peers.csv", index=False)
     factors = associations.factor_table(joined, exposures)
     result = associations.associate(joined, factors, exposures, covariates)
     result.insert(0, "subjects", f"{'+'.join(splits)}")
@@ -86,7 +90,8 @@ def analyse(workdir, method: str = "linear", fit_on: str = "eligible", pooled: b
     if ground_truth:
         planted = json.loads(Path(ground_truth).read_text())["planted_effects_years"]
         associations.against_planted(result, planted).to_csv(out / "planted_vs_estimated.csv", index=False)
-    return {"coefficients": coefficients, "table": table, "accuracy": accuracy, "associations": result,
+    return {"coefficients": coefficients, "table": table, "accuracy": accuracy, "peers": peer_table,
+            "associations": result,
             "joined": joined, "factors": factors, "exposures": exposures, "covariates": covariates, "planted": planted,
             "splits": splits}
 
@@ -111,6 +116,11 @@ def write_html(workdir, results: dict, eligibility_dir: str | None = None, figur
          _table(results["accuracy"]) + "<p>Correction uses each person's true age, which inflates R2 and r of "
          "corrected ages: read the uncorrected rows for accuracy.</p>"
          + f"<p>Correction: <code>{html.escape(json.dumps(results['coefficients']))}</code></p>"),
+        ("The CNN against predictors that never see the image",
+         "<p>Each peer is fitted on the CNN's own training series (analysis/peers.py): the training mean, and "
+         "ridge regression and gradient boosting (absolute-error loss) on the graded report alone. minus_cnn is the "
+         "peer's MAE minus the CNN's (positive: the CNN is better), with a subject-level paired bootstrap 95% "
+         "CI.</p>" + _table(results["peers"])),
         ("Predicted against chronological age (test)", _img(drawn["predicted_vs_age"])),
         ("Bland-Altman (test)", _img(drawn["bland_altman"])),
         ("Gap against age, before and after correction (test)", _img(drawn["gap_vs_age"])),
@@ -200,6 +210,12 @@ def main(argv):
     for _, r in accuracy[accuracy["split"] == "test"].iterrows():
         print(f"test, {r['stage']}: MAE {r['mae']:.2f} y, R2 {r['r2']:.3f}, r {r['pearson_r']:.3f}, "
               f"gap-age r {r['gap_age_r']:+.3f} (n={r['n']})")
+    table = results["peers"]
+    pooled = table[(table["evaluated"] == "validation+test") & (table["model"] != "cnn")]
+    for _, r in pooled[pooled["population"] == pooled["population"].iloc[-1]].iterrows():
+        print(f"validation+test ({r['population']}, {r['series']} series): {r['model']} MAE {r['mae']:.2f} y, "
+              f"minus the CNN's {r['minus_cnn']:+.2f} (95% CI {r['minus_cnn_ci_low']:+.2f} to "
+              f"{r['minus_cnn_ci_high']:+.2f}): CNN {r['cnn_significantly']}")
     print(f"report: {path}")
 
 

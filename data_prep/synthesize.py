@@ -1,15 +1,17 @@
 """Command line of the synthetic cohort (data_prep.phantom.synthesize): spine phantoms as DICOM and NIfTI.
 
     python -m data_prep.synthesize --out=DIR --subjects=N --seed=S [--workers=W] [--nifti_share=0.2]
-        [--reports_only]
+        [--reports_only] [--effects=smoking:3,physical_work:2.5]
 """
 
+import dataclasses
 from pathlib import Path
 
 from absl import app, flags
 
+from data_prep.phantom import population
 from data_prep.phantom.synthesize import CohortSpec, synthesize
-from spinejax.errors import one_line_errors
+from spinejax.errors import InputError, one_line_errors
 
 FLAGS = flags.FLAGS
 
@@ -23,14 +25,22 @@ def define_flags() -> None:
     flags.DEFINE_float("nifti_share", 0.2, "Share of series written as NIfTI instead of DICOM.")
     flags.DEFINE_bool("overwrite", False, "Replace DIR if it holds a different cohort.")
     flags.DEFINE_bool("reports_only", False, "Write reports.csv and ground_truth.json only (no images).")
+    default = ",".join(f"{name}:{years:g}" for name, years in population.PopulationParams().lifestyle_effects)
+    flags.DEFINE_string("effects", default, "Planted effects on spine age, FACTOR:YEARS,...; a factor not named "
+                        "has none (a null). Factors: " + ", ".join(c for c, _, _ in population.LIFESTYLE) + ".")
 
 
 def main(argv: list[str]) -> None:
     del argv
     if not FLAGS.out:
         raise app.UsageError("--out=DIR is required")
+    try:
+        effects = population.parse_effects(FLAGS.effects)
+    except ValueError as error:
+        raise InputError(str(error)) from None
     spec = CohortSpec(subjects=FLAGS.subjects, seed=FLAGS.seed, nifti_share=FLAGS.nifti_share,
-                      reports_only=FLAGS.reports_only)
+                      reports_only=FLAGS.reports_only,
+                      population=dataclasses.replace(population.PopulationParams(), lifestyle_effects=effects))
     summary = synthesize(Path(FLAGS.out), spec, FLAGS.workers, FLAGS.overwrite)
     if summary["skipped"]:
         print(f"{FLAGS.out}: cohort already complete with these settings; nothing to do")

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import associations, spine_age_gap
-from data_prep.phantom import synthesize
+from analysis import associations, peers, spine_age_gap
+from data_prep.phantom import population, synthesize
 from spinejax import bias_correction
 
 
@@ -67,11 +67,13 @@ def test_too_few_validation_subjects_fall_back_to_no_correction_and_say_so():
     np.testing.assert_array_equal(corrected["sag"], corrected["predicted_age"] - corrected["age"])
 
 
-@pytest.fixture(scope="module")
-def oracle(tmp_path_factory):
-    """A reports-only synthetic cohort of 3000 people whose 'model' predicts the biological age exactly."""
-    out = tmp_path_factory.mktemp("oracle") / "cohort"
-    synthesize.synthesize(out, synthesize.CohortSpec(subjects=3000, seed=5, reports_only=True), progress=False)
+ORACLE_SEEDS = (5, 6, 7, 8, 9, 10)
+
+
+def _oracle_draw(out, seed: int) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
+    """A reports-only synthetic cohort of 2000 people whose 'model' predicts the biological age exactly:
+    (association table, planted effects, one series per subject)."""
+    synthesize.synthesize(out, synthesize.CohortSpec(subjects=2000, seed=seed, reports_only=True), progress=False)
     truth = json.loads((out / "ground_truth.json").read_text())
     reports = pd.read_csv(out / "reports.csv", dtype={"series_id": str, "subject_id": str})
     reports = reports.rename(columns={"series_id": "series_key", "subject_id": "subject_key"}).copy()
@@ -83,28 +85,52 @@ def oracle(tmp_path_factory):
     return table, truth["planted_effects_years"], data
 
 
-def test_planted_lifestyle_effects_are_recovered_and_null_factors_are_not_found(oracle):
-    table, planted, data = oracle
-    assert data["subject_key"].is_unique and len(data) == 3000
-    check = associations.against_planted(table, planted).set_index("factor")
-    for factor in ("smoking", "physical_work"):
-        assert planted[factor] > 0 and check.loc[factor, "right_sign"] and check.loc[factor, "ci_covers_planted"]
-        assert check.loc[factor, "q"] < 0.001
-    for factor in ("coffee", "left_handed"):
-        assert planted[factor] == 0 and not check.loc[factor, "null_passes_fdr"]
-        assert check.loc[factor, "ci_covers_planted"]
+@pytest.fixture(scope="module")
+def oracle_draws(tmp_path_factory):
+    """One oracle cohort per seed of ORACLE_SEEDS: statistical claims are checked over draws, not on one."""
+    root = tmp_path_factory.mktemp("oracle")
+    return [_oracle_draw(root / f"cohort{seed}", seed) for seed in ORACLE_SEEDS]
 
 
-def test_age_related_conditions_go_with_an_older_looking_spine(oracle):
-    table, _, _ = oracle
-    rows = table.set_index("factor")
-    for condition in ("disc_bulge", "disc_osteophyte", "canal_stenosis"):
-        assert rows.loc[condition, "effect_years"] > 0 and rows.loc[condition, "q"] < 0.05, condition
-    assert rows["q"].dropna().between(0, 1).all()
-    # Factors nobody has are listed, with the reason, not dropped.
-    untestable = table[table["effect_years"].isna()]
-    assert (untestable["note"] != "").all() and (untestable["n_with"] < 2).all()
-    assert len(table) == 4 + 9 * 4
+def test_planted_lifestyle_effects_are_recovered_and_null_factors_are_not_found(oracle_draws):
+    covered = null_found = 0
+    for table, planted, data in oracle_draws:
+        assert data["subject_key"].is_unique and len(data) == 2000
+        check = associations.against_planted(table, planted).set_index("factor")
+        for factor in ("smoking", "physical_work"):  # about 9 SE from 0 at 2000 people: found on every draw
+            assert planted[factor] > 0 and check.loc[factor, "right_sign"] and check.loc[factor, "q"] < 0.001
+        for factor in ("coffee", "left_handed"):
+            assert planted[factor] == 0
+            null_found += bool(check.loc[factor, "null_passes_fdr"])
+        covered += int(check["ci_covers_planted"].sum())
+    # 95% CIs of 4 factors on 6 draws: 24 intervals, about 1.2 expected to miss; 5 or more misses has a chance
+    # of 0.7% with correct intervals, while intervals half as wide as they should be miss about 8.
+    assert covered >= 20, f"{covered} of 24 intervals cover the planted effect"
+    assert null_found <= 2, f"a null factor passed FDR in {null_found} of 12 tests"
+
+
+def test_age_related_conditions_go_with_an_older_looking_spine(oracle_draws):
+    for table, _, _ in oracle_draws:
+        rows = table.set_index("factor")
+        for condition in ("disc_bulge", "disc_osteophyte", "canal_stenosis"):
+            assert rows.loc[condition, "effect_years"] > 0 and rows.loc[condition, "q"] < 0.05, condition
+        assert rows["q"].dropna().between(0, 1).all()
+        # Factors nobody has are listed, with the reason, not dropped.
+        untestable = table[table["effect_years"].isna()]
+        assert (untestable["note"] != "").all() and (untestable["n_with"] < 2).all()
+        assert len(table) == 4 + 9 * 4
+
+
+def test_planted_effects_are_flags_and_a_misspelt_factor_is_an_error():
+    assert population.parse_effects("smoking:5, coffee:-1") == (
+        ("smoking", 5.0), ("physical_work", 0.0), ("coffee", -1.0), ("left_handed", 0.0))
+    default = ",".join(f"{n}:{y:g}" for n, y in population.PopulationParams().lifestyle_effects)
+    assert population.parse_effects(default) == population.PopulationParams().lifestyle_effects
+    for text, why in (("smokng:3", "unknown factor 'smokng'"), ("smoking:3,smoking:2", "given twice"),
+                      ("smoking", "not FACTOR:YEARS"), ("smoking:nan", "not FACTOR:YEARS"),
+                      ("smoking:three", "not FACTOR:YEARS")):
+        with pytest.raises(ValueError, match=why):
+            population.parse_effects(text)
 
 
 def test_a_table_without_pathology_grades_gives_exposures_only():
@@ -158,3 +184,20 @@ def test_an_exposure_confounded_with_site_is_not_estimated_and_blank_covariates_
     row = table.iloc[0]
     assert np.isnan(row["effect_years"]) and np.isnan(row["p"]) and "confounded" in row["note"]
     assert "30 without bmi" in row["note"] and row["n"] == n - 30
+
+
+def test_paired_bootstrap_keeps_the_pairing_and_resamples_people_not_records():
+    rng = np.random.default_rng(3)
+    cnn = np.abs(rng.normal(0, 5, size=400))
+    people = np.arange(400).astype(str)
+    same = peers.paired_bootstrap({"cnn": cnn, "copy": cnn.copy(), "worse": cnn + 1.0}, people, "cnn", seed=1)
+    assert same["copy"]["minus_reference_ci"] == [0.0, 0.0]
+    assert same["worse"]["minus_reference"] == pytest.approx(1.0)
+    assert same["worse"]["minus_reference_ci"] == pytest.approx([1.0, 1.0])  # paired: the spread cancels
+    low, high = same["cnn"]["mae_ci"]
+    assert low < cnn.mean() < high
+    assert (high - low) / 3.92 == pytest.approx(cnn.std() / np.sqrt(400), rel=0.15)  # the analytic SE
+    # Each person's two records move together: the CI of 400 people with two identical records each is that of
+    # 400 people, not of 800 independent records.
+    twice = peers.paired_bootstrap({"cnn": np.repeat(cnn, 2)}, np.repeat(people, 2), "cnn", seed=1)
+    assert twice["cnn"]["mae_ci"] == pytest.approx(same["cnn"]["mae_ci"])

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import ablation, eligibility_truth, gradcam, report
+from analysis import ablation, eligibility_truth, gradcam, peers, report
 from configs import eligibility as eligibility_config
 from data_prep.normal import eligibility
 from spinejax import workdir as workdir_format
@@ -93,8 +94,31 @@ def test_report_holds_every_table_and_figure(evaluated, training_records, traini
                   "Normal-spine eligibility", "recall: spondylolisthesis", "common_clusters"):
         assert title in page
     assert f"<td>{found['abnormal']}</td>" in page and f"<td>{found['cases']}</td>" in page
-    for name in ("bias_correction.json", "sag.csv", "accuracy.csv", "associations.csv"):
+    for name in ("bias_correction.json", "sag.csv", "accuracy.csv", "associations.csv", "peers.csv"):
         assert (workdir / "analysis" / name).is_file()
+    assert "The CNN against predictors that never see the image" in page
+
+
+def test_peers_are_fitted_on_the_cnns_training_series_and_scored_on_its_test_people(evaluated):
+    workdir, _ = evaluated
+    table = peers.peer_table(workdir, n_boot=500).set_index(["evaluated", "population", "model"]).sort_index()
+    index = pd.read_csv(Path(json.loads((workdir / "config.json").read_text())["data"]["records_dir"]) / "index.csv")
+    lumbar = index[index["region"] == "lumbar"]
+    train, test = lumbar[lumbar["split"] == "train"], lumbar[lumbar["split"] == "test"]
+    predictions = pd.read_csv(workdir / "predictions" / "test.csv")
+    mean = table.loc[("test", "all", "training_mean")]
+    assert mean["training_series"] == len(train) and mean["series"] == len(test)
+    assert mean["mae"] == pytest.approx((test["age"] - train["age"].mean()).abs().mean())
+    cnn = table.loc[("test", "all", "cnn")]
+    assert cnn["mae"] == pytest.approx((predictions["predicted_age"] - predictions["age"]).abs().mean())
+    assert mean["minus_cnn"] == pytest.approx(mean["mae"] - cnn["mae"])
+    for _, row in table.iterrows():
+        assert row["mae_ci_low"] <= row["mae"] <= row["mae_ci_high"]
+        assert row["minus_cnn_ci_low"] <= row["minus_cnn"] <= row["minus_cnn_ci_high"]
+    # The synthetic grades carry age (degeneration grows with it): a report reader beats the training mean.
+    pooled = table.loc["validation+test", "all"]
+    assert pooled.loc["report_ridge", "mae"] < pooled.loc["training_mean", "mae"] - 2
+    assert pooled.loc["training_mean", "cnn_significantly"] == "better"
 
 
 def test_ablation_table_from_finished_settings(evaluated, tmp_path):

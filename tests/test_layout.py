@@ -27,7 +27,8 @@ def test_no_pipeline_module_loads_the_phantom():
     # The eligibility and report benchmarks draw synthetic cohorts on purpose (tools of the test bench); the
     # PyTorch peer needs the optional 'peer' extra, which a plain install does not have.
     modules = [m for folder in PIPELINE for m in _modules(folder)
-               if m not in ("data_prep.normal.benchmark", "data_prep.reports_text.benchmark", "spinejax.torch_peer")]
+               if m not in ("data_prep.normal.benchmark", "data_prep.normal.robustness",
+                            "data_prep.reports_text.benchmark", "spinejax.torch_peer")]
     code = ("import importlib, sys\n"
             f"for m in {modules!r}: importlib.import_module(m)\n"
             "print(sorted(k for k in sys.modules if k.startswith('data_prep.phantom')))")

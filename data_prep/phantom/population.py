@@ -53,6 +53,33 @@ class PopulationParams:
     followup_fraction: float = 0.03  # a second study 1 to 4 years later
 
 
+def parse_effects(text: str) -> tuple[tuple[str, float], ...]:
+    """`smoking:3.0,physical_work:2.5` -> the planted lifestyle effects (years), every LIFESTYLE factor in order.
+
+    A factor not named is a null (0 years). Raises ValueError on an unknown (misspelt) or repeated factor or a
+    value that is not a finite number, so a typo can never plant nothing silently."""
+    known = [column for column, _, _ in LIFESTYLE]
+    given = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, sep, value = item.partition(":")
+        name = name.strip()
+        if name not in known:
+            raise ValueError(f"--effects: unknown factor {name!r}; the synthetic cohort's factors are "
+                             f"{', '.join(known)}")
+        if name in given:
+            raise ValueError(f"--effects: {name} is given twice")
+        try:
+            years = float(value)
+        except ValueError:
+            years = float("nan")
+        if not sep or not np.isfinite(years):
+            raise ValueError(f"--effects: {item!r} is not FACTOR:YEARS (a number of years, e.g. smoking:3.0)")
+        given[name] = years
+    return tuple((name, given.get(name, 0.0)) for name in known)
+
+
 def _truncated_normal(rng: np.random.Generator, n: int, p: PopulationParams) -> np.ndarray:
     a, b = (p.age_min - p.age_mean) / p.age_sd, (p.age_max - p.age_mean) / p.age_sd
     return stats.truncnorm.rvs(a, b, loc=p.age_mean, scale=p.age_sd, size=n, random_state=rng)
