@@ -6,8 +6,8 @@ Reads the cohort's hidden truth (synthetic cohorts only) and DIR/eligibility.csv
 DIR/truth_check.json:
 - precision and recall of the ineligible set for the planted abnormal spines, per kind too, next to
   the base rate (what marking everyone ineligible would score);
-- stability: the same step with other seeds; Jaccard index of the eligible sets and adjusted Rand index
-  of the clusterings against the first run.
+- stability: the same step with other seeds; the share of people whose eligibility differs from the first
+  run's (flip_share), the Jaccard index of the eligible sets and the adjusted Rand index of the clusterings.
 """
 
 from __future__ import annotations
@@ -69,8 +69,10 @@ def check(cohort: Path, result_dir: Path, secret: bytes, seeds: list[int], schem
     runs = []
     for seed in seeds:
         config.seed = seed
-        other = normal_spines.find_normal_spines(features.to_numpy(np.float32), ages, config)
-        runs.append({"seed": seed, "jaccard_eligible": jaccard(first_eligible, other.eligible),
+        other = normal_spines.find_normal_spines(features.to_numpy(np.float32), ages, config,
+                                                   list(features.columns))
+        runs.append({"seed": seed, "flip_share": float((first_eligible != other.eligible).mean()),
+                     "jaccard_eligible": jaccard(first_eligible, other.eligible),
                      "adjusted_rand": float(adjusted_rand_score(first_cluster, other.cluster)),
                      "detection": detection(~other.eligible, kinds[valid] != "", kinds[valid])})
     report["stability"] = runs
@@ -95,8 +97,8 @@ def main(argv: list[str]) -> None:
     print(f"planted abnormal spines: precision {d['precision']:.2f} (base rate {d['base_rate']:.2f}), "
           f"recall {d['recall']:.2f}; normal spines marked ineligible: {d['ineligible_share_of_normal']:.1%}")
     for run in report["stability"]:
-        print(f"seed {run['seed']}: Jaccard of eligible sets {run['jaccard_eligible']:.3f}, "
-              f"adjusted Rand {run['adjusted_rand']:.3f}")
+        print(f"seed {run['seed']}: {run['flip_share']:.2%} of people change eligibility; Jaccard of eligible sets "
+              f"{run['jaccard_eligible']:.3f}, adjusted Rand {run['adjusted_rand']:.3f}")
 
 
 if __name__ == "__main__":

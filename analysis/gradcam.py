@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,20 +29,26 @@ from spinejax.scans import spine_labels
 
 
 def gradcam_fn(model: models.AgeCNN, head: losses.AgeHead):
-    """jit-able f(variables, volume [batch, S, H, W, 1]) -> (map [batch, S, H, W] >= 0, predicted age [batch])."""
+    """jit-able f(variables, volume [batch, S, H, W, 1]) -> (map [batch, S, H, W] >= 0, predicted age [batch]).
+
+    The gradient comes from the model itself: AgeCNN marks its last feature map with Flax's `perturb`, and the
+    gradient of the predicted ages with respect to that perturbation is their gradient with respect to the
+    feature map, through whatever pooling and head the model has."""
 
     def fn(variables, volume):
-        _, features = model.apply(variables, volume, train=False, return_features=True)
-        dense = variables["params"]["Dense_0"]
+        _, created = model.apply(variables, volume, train=False, mutable=["perturbations"])
+        zeros = jax.tree.map(jnp.zeros_like, created["perturbations"])
 
-        def age_of(feature_map):  # the layers after the feature map: global mean pool and the dense head
-            output = nn.Dense(head.outputs).apply({"params": dense}, feature_map.mean(axis=(1, 2, 3)))
-            return losses.predicted_age(output, head)
+        def summed_age(perturbations):  # eval mode: each record's age depends on its own features only
+            output, features = model.apply({**variables, "perturbations": perturbations}, volume, train=False,
+                                           return_features=True)
+            age = losses.predicted_age(output, head)
+            return age.sum(), (age, features)
 
-        age, pullback = jax.vjp(age_of, features)
-        (gradient,) = pullback(jnp.ones_like(age))
+        gradients, (age, features) = jax.grad(summed_age, has_aux=True)(zeros)
+        gradient = gradients["features"].astype(jnp.float32)
         weights = gradient.mean(axis=(1, 2, 3), keepdims=True)
-        cam = jax.nn.relu((weights * features).sum(axis=-1))
+        cam = jax.nn.relu((weights * features.astype(jnp.float32)).sum(axis=-1))
         cam = jax.image.resize(cam, (cam.shape[0], *volume.shape[1:4]), "linear")
         return jnp.maximum(cam, 0.0), age
 

@@ -38,8 +38,14 @@ def get_config() -> ml_collections.ConfigDict:
     # continuum of normal spines into density ripples, each rare by the 15% rule.
     config.hdbscan.cluster_selection_epsilon = 0.8
 
-    # A cluster is common, so age-related, when it holds at least `common_threshold` of the cases of at
-    # least one age band ('age_band'), or of everyone ('everyone', the paper's wording read literally).
+    # The 15% rule. rarity 'pattern': a cluster is common, so age-related, when its pattern (the findings at
+    # least `pattern_prevalence` of its members have) is held by at least `common_threshold` of the people of
+    # its members' ages ('age_band', each band weighted by the members in it) or of everyone ('everyone').
+    # rarity 'headcount': when the cluster itself holds at least `common_threshold` of the cases of at least
+    # one age band, or of everyone (the paper's wording read literally). Where UMAP happens to cut the
+    # continuum of ordinary spines moves a headcount, not a pattern's prevalence: data_prep/normal_spines.py.
+    config.rarity = "pattern"
+    config.pattern_prevalence = 0.5
     config.common_threshold = 0.15
     config.threshold_population = "age_band"
     config.age_bands = (25, 35, 45, 55, 65, 75, 85)  # band edges, years; the last edge is exclusive

@@ -91,7 +91,9 @@ class AgeCNN(nn.Module):
             if tuple(pool) != (1, 1, 1):
                 x = max_pool(x, pool)
         x = nn.Conv(self.head_channels, (1, 1, 1), use_bias=False, dtype=self.dtype)(x)
-        features = nn.relu(norm()(x))
+        # A no-op unless a 'perturbations' collection is passed: then the gradient of the output with respect
+        # to it is the gradient with respect to this feature map (Grad-CAM: analysis/gradcam.py).
+        features = self.perturb("features", nn.relu(norm()(x)))
         x = features.mean(axis=(1, 2, 3))
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
         out = nn.Dense(self.outputs, dtype=jnp.float32)(x.astype(jnp.float32))

@@ -60,6 +60,27 @@ def test_region_shares_of_a_map_by_hand():
 
 def test_gradcam_maps_the_trained_model_onto_the_records_labels(evaluated):
     workdir, _ = evaluated
+    # The model's own gradient (Flax perturb) equals the gradient through its pooling and dense head, written out.
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    from spinejax import losses, models
+
+    config, run, head = workdir_format.load_run(workdir)
+    state, _, _, _ = workdir_format.restore(workdir, "best")
+    model = models.build(config.model, head.outputs)
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    volume = np.random.default_rng(0).normal(size=(2, *run["grid"], 1)).astype(np.float32)
+    cam, age = gradcam.gradcam_fn(model, head)(variables, volume)
+    _, features = model.apply(variables, volume, train=False, return_features=True)
+    age_of = lambda f: losses.predicted_age(nn.Dense(head.outputs).apply(
+        {"params": state.params["Dense_0"]}, f.mean(axis=(1, 2, 3))), head)
+    expected_age, pullback = jax.vjp(age_of, features)
+    weights = pullback(jnp.ones_like(expected_age))[0].mean(axis=(1, 2, 3), keepdims=True)
+    expected = jax.image.resize(jax.nn.relu((weights * features).sum(-1)), cam.shape, "linear")
+    np.testing.assert_allclose(age, expected_age, rtol=1e-5)
+    np.testing.assert_allclose(cam, np.maximum(expected, 0), rtol=1e-4, atol=1e-6 * float(np.abs(expected).max()))
     summary = gradcam.run(workdir, n=4).set_index("share")
     assert (workdir / "gradcam" / "examples.png").stat().st_size > 10_000
     means = summary["mean"]

@@ -99,3 +99,39 @@ def test_pyproject_lists_what_the_code_imports():
     declared = pins(project["dependencies"]) - {"pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg",
                                                 "pylibjpeg-rle", "array-record"}
     assert declared <= {distribution[n] for n in installed}, f"declared but not imported: {declared}"
+
+
+def test_the_lock_file_pins_the_whole_installed_tree_and_agrees_with_its_source():
+    def pins(path: Path) -> dict[str, str]:
+        found = {}
+        for line in path.read_text().splitlines():
+            line = line.split("#")[0].strip()
+            if "==" in line:
+                name, version = line.split("==", 1)
+                found[name.strip().lower().replace("_", "-")] = version.strip()
+        return found
+
+    source, lock = pins(REPO / "requirements.in"), pins(REPO / "requirements.txt")
+    assert len(source) > 30 and len(lock) > len(source)
+    assert {n: v for n, v in source.items() if lock.get(n) != v} == {}, "regenerate requirements.txt (requirements.in)"
+    # Every distribution the source's packages need, transitively (extras they do not ask for left out), is
+    # pinned by the lock at the version installed.
+    import importlib.metadata
+
+    from packaging.requirements import Requirement
+
+    norm = lambda name: name.lower().replace("_", "-").replace(".", "-")
+    seen, todo, unpinned = set(), [(n, "") for n in source], {}
+    while todo:
+        name, extra = todo.pop()
+        if (name, extra) in seen:
+            continue
+        seen.add((name, extra))
+        distribution = importlib.metadata.distribution(name)
+        if lock.get(name) != distribution.version:
+            unpinned[name] = distribution.version
+        for text in distribution.requires or []:
+            requirement = Requirement(text)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": extra}):
+                todo += [(norm(requirement.name), e) for e in ("", *requirement.extras)]
+    assert len(seen) > 100 and unpinned == {}, f"needed but not pinned as installed by requirements.txt: {unpinned}"

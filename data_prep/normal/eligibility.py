@@ -96,7 +96,8 @@ def run(input_dir: Path, out: Path, config: ml_collections.ConfigDict, secret: b
             raise InputError(f"config.small_cohort_policy must be 'all_valid' or 'paper', not "
                              f"{config.small_cohort_policy!r}")
         try:
-            result = normal_spines.find_normal_spines(features.to_numpy(np.float32), ages, config)
+            result = normal_spines.find_normal_spines(features.to_numpy(np.float32), ages, config,
+                                                      list(features.columns))
         except normal_spines.TooFewProfiles as error:
             if config.small_cohort_policy != "all_valid":
                 raise InputError(f"{table.schema.table}: {error}") from None

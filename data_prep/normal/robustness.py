@@ -72,7 +72,8 @@ def main(argv: list[str]) -> None:
         for seed in (int(s) for s in FLAGS.seeds):
             config.seed = seed
             start = time.perf_counter()
-            found = normal_spines.find_normal_spines(features.to_numpy(np.float32), ages, config)
+            found = normal_spines.find_normal_spines(features.to_numpy(np.float32), ages, config,
+                                                      list(features.columns))
             eligible_by_seed.append(found.eligible)
             row = {"kernels": kernels, "draw": draw, "seed": seed, "seconds": time.perf_counter() - start,
                    **score(~found.eligible, kinds)}
