@@ -1,15 +1,19 @@
 """The paper's ablation study at small scale: training-data size, loss and spine region.
 
-    python -m analysis.ablation --run_dir=runs/default [--preset=cpu] [--only=loss_l2,region_lumbar]
+    python -m analysis.ablation --run_dir=runs/default [--preset=cpu] [--seeds=0,1,2] [--only=loss_l2,...]
 
-For each setting below, trains (configs/<file>.py with the preset), evaluates and analyses a run in
-RUN_DIR/ablation/<setting>/ on RUN_DIR's records and eligibility, skipping what is finished and resuming
-what was cut off (spinejax.main resumes from its checkpoints). The baseline (L1 loss, whole spine, all
-training subjects) is RUN_DIR/train, the default run, when it exists. Then writes RUN_DIR/ablation/:
-    ablation.csv, ablation.md   per setting: test MAE, R2 and r before correction, the gap-age correlation
-                                after correction, and the planted lifestyle effects' estimates (SAG years,
-                                validation and test subjects pooled) with their q
-    mae_vs_data_size.png        test MAE against the number of training subjects
+For each setting below and each training seed (config.seed), trains (configs/<file>.py with the preset),
+evaluates and analyses a run in RUN_DIR/ablation/<setting>/seed<k>/ on RUN_DIR's records and eligibility,
+skipping what is finished and resuming what was cut off (spinejax.main resumes from its checkpoints). The
+baseline (L1 loss, whole spine, all training subjects) with seed 0 is RUN_DIR/train, the default run, when
+it exists. Then writes RUN_DIR/ablation/:
+    ablation.csv, ablation.md   per setting: test MAE (mean over seeds, and their spread), its difference
+                                from the baseline with a paired bootstrap 95% CI over test subjects (each
+                                series' error averaged over the seeds; settings compared on the same series)
+                                and whether that CI excludes 0; R2 and r before correction, the gap-age
+                                correlation after it, and the planted lifestyle effects' estimates (SAG years,
+                                validation and test subjects pooled) with their q (seed 0)
+    mae_vs_data_size.png        test MAE against the number of training records, with the CIs
 """
 
 from __future__ import annotations
@@ -24,8 +28,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from absl import app, flags  # noqa: E402
+
+from analysis import peers  # noqa: E402
 
 # (setting, axis, config file, config argument before the preset)
 SETTINGS = (
@@ -40,21 +47,21 @@ SETTINGS = (
     ("region_thoracic", "region", "configs/region_thoracic.py", ""),
     ("region_lumbar", "region", "configs/region_lumbar.py", ""),
 )
-def workdir_of(run_dir: Path, setting: str) -> Path:
-    if setting == "baseline" and (run_dir / "train" / "summary.json").is_file():
+def workdir_of(run_dir: Path, setting: str, seed: int = 0) -> Path:
+    if setting == "baseline" and seed == 0 and (run_dir / "train" / "summary.json").is_file():
         return run_dir / "train"  # the default run is the baseline: same config, no need to train it twice
-    return run_dir / "ablation" / setting
+    return run_dir / "ablation" / setting / f"seed{seed}"
 
 
-def run_setting(run_dir: Path, setting: str, config_file: str, argument: str, preset: str) -> Path:
-    """Trains, evaluates and analyses one setting (each step skipped when its output is newer)."""
-    workdir = workdir_of(run_dir, setting)
+def run_setting(run_dir: Path, setting: str, config_file: str, argument: str, preset: str, seed: int) -> Path:
+    """Trains, evaluates and analyses one setting with one seed (each step skipped when its output is newer)."""
+    workdir = workdir_of(run_dir, setting, seed)
     arg = ",".join(a for a in (argument, preset) if a)
     python = sys.executable
     steps = [
         ([python, "-m", "spinejax.main", f"--config={config_file}" + (f":{arg}" if arg else ""),
           f"--workdir={workdir}", f"--config.data.records_dir={run_dir / 'records'}",
-          f"--config.data.eligibility_csv={run_dir / 'eligibility' / 'eligibility.csv'}"],
+          f"--config.data.eligibility_csv={run_dir / 'eligibility' / 'eligibility.csv'}", f"--config.seed={seed}"],
          workdir / "summary.json", None),
         ([python, "-m", "spinejax.evaluate", f"--workdir={workdir}", "--splits=validation,test"],
          workdir / "predictions" / "metrics.json", workdir / "summary.json"),
@@ -66,25 +73,52 @@ def run_setting(run_dir: Path, setting: str, config_file: str, argument: str, pr
         if output.is_file() and (after is None or output.stat().st_mtime >= after.stat().st_mtime):
             continue
         start = time.perf_counter()
-        print(f"[{setting}] {' '.join(command[2:4])} ...", flush=True)
+        print(f"[{setting} seed {seed}] {' '.join(command[2:4])} ...", flush=True)
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL if "main" not in command[2] else None)
-        print(f"[{setting}] done in {time.perf_counter() - start:.0f} s", flush=True)
+        print(f"[{setting} seed {seed}] done in {time.perf_counter() - start:.0f} s", flush=True)
     return workdir
 
 
-def summarise(run_dir: Path, setting: str, axis: str) -> dict:
-    """One row of the ablation table from a finished setting's files."""
-    workdir = workdir_of(run_dir, setting)
-    config = json.loads((workdir / "config.json").read_text())
-    run = json.loads((workdir / "run.json").read_text())
-    accuracy = pd.read_csv(workdir / "analysis" / "accuracy.csv").set_index(["split", "stage"])
+def test_errors(workdir: Path) -> pd.DataFrame:
+    """The test split's absolute errors (years, uncorrected) by series: series_key, subject_key, error."""
+    table = pd.read_csv(workdir / "predictions" / "test.csv", dtype={"series_key": str, "subject_key": str})
+    return table.assign(error=(table["predicted_age"] - table["age"]).abs())[["series_key", "subject_key", "error"]]
+
+
+def seed_mean_errors(run_dir: Path, setting: str, seeds: list[int]) -> pd.DataFrame:
+    """Each test series' absolute error averaged over `seeds` (series every seed predicted)."""
+    frames = [test_errors(workdir_of(run_dir, setting, s)).set_index(["series_key", "subject_key"])["error"]
+              for s in seeds]
+    return pd.concat(frames, axis=1, join="inner").mean(axis=1).rename("error").reset_index()
+
+
+def summarise(run_dir: Path, setting: str, axis: str, seeds: list[int] = (0,), n_boot: int = 2000) -> dict:
+    """One row of the ablation table from a finished setting's files (all `seeds`), against the baseline's."""
+    seeds = list(seeds)
+    first = workdir_of(run_dir, setting, seeds[0])
+    config = json.loads((first / "config.json").read_text())
+    run = json.loads((first / "run.json").read_text())
+    per_seed = [test_errors(workdir_of(run_dir, setting, s))["error"].mean() for s in seeds]
+    accuracy = pd.read_csv(first / "analysis" / "accuracy.csv").set_index(["split", "stage"])
     raw, corrected = accuracy.loc[("test", "uncorrected")], accuracy.loc[("test", "corrected")]
-    associations = pd.read_csv(workdir / "analysis" / "associations.csv").set_index("term")
+    mine = seed_mean_errors(run_dir, setting, seeds)
+    base = seed_mean_errors(run_dir, "baseline", seeds)
+    paired = mine.merge(base, on=["series_key", "subject_key"], suffixes=("", "_baseline"))
+    scored = peers.paired_bootstrap({"setting": paired["error"].to_numpy(),
+                                     "baseline": paired["error_baseline"].to_numpy()},
+                                    paired["subject_key"].to_numpy(), "baseline", n_boot)["setting"]
+    low, high = scored["minus_reference_ci"]
     row = {"setting": setting, "axis": axis, "loss": config["loss"]["name"], "region": config["data"]["region"],
-           "data_fraction": config["data"]["fraction"], "train_records": run["train_records"],
-           "test_mae": raw["mae"], "test_r2": raw["r2"], "test_r": raw["pearson_r"],
+           "data_fraction": config["data"]["fraction"], "train_records": run["train_records"], "seeds": len(seeds),
+           "test_mae": float(np.mean(per_seed)), "test_mae_seed_sd": float(np.std(per_seed, ddof=1))
+           if len(seeds) > 1 else float("nan"), "test_mae_ci_low": scored["mae_ci"][0],
+           "test_mae_ci_high": scored["mae_ci"][1], "minus_baseline": scored["minus_reference"],
+           "minus_baseline_ci_low": low, "minus_baseline_ci_high": high,
+           "significant": "" if setting == "baseline" else "worse" if low > 0 else "better" if high < 0 else "no",
+           "paired_series": len(paired), "test_r2": raw["r2"], "test_r": raw["pearson_r"],
            "gap_age_r_corrected": corrected["gap_age_r"], "test_n": int(raw["n"])}
-    for term in exposure_terms(workdir, associations):
+    associations = pd.read_csv(first / "analysis" / "associations.csv").set_index("term")
+    for term in exposure_terms(first, associations):
         row[f"{term}_years"] = associations.loc[term, "effect_years"]
         row[f"{term}_q"] = associations.loc[term, "q"]
     return row
@@ -113,9 +147,10 @@ def write_table(run_dir: Path, rows: list[dict]) -> pd.DataFrame:
     (out / "ablation.md").write_text("\n".join(lines) + "\n")
     sizes = table[table["axis"].isin(["data size", "all"])].sort_values("train_records")
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(sizes["train_records"], sizes["test_mae"], "o-")
+    ax.errorbar(sizes["train_records"], sizes["test_mae"], fmt="o-", capsize=3,
+                yerr=[sizes["test_mae"] - sizes["test_mae_ci_low"], sizes["test_mae_ci_high"] - sizes["test_mae"]])
     ax.set(xlabel="training records (eligible, whole spine)", ylabel="test MAE (years, uncorrected)",
-           title="MAE against training-set size", xscale="log")
+           title="MAE against training-set size (95% CI over test subjects)", xscale="log")
     fig.savefig(out / "mae_vs_data_size.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return table
@@ -124,18 +159,20 @@ def write_table(run_dir: Path, rows: list[dict]) -> pd.DataFrame:
 def define_flags():
     flags.DEFINE_string("run_dir", "runs/default", "a default-run folder (records/, eligibility/, cohort/)")
     flags.DEFINE_string("preset", "cpu", "config preset appended to every setting ('' for the full network)")
-    flags.DEFINE_list("only", [], "settings to run (default: all)")
+    flags.DEFINE_list("only", [], "settings to run (default: all; the baseline always runs)")
+    flags.DEFINE_list("seeds", ["0", "1", "2"], "training seeds of every setting (config.seed)")
 
 
 def main(argv):
     del argv
     f = flags.FLAGS
     run_dir = Path(f.run_dir)
-    chosen = [s for s in SETTINGS if not f.only or s[0] in f.only]
-    rows = []
-    for setting, axis, config_file, argument in chosen:
-        run_setting(run_dir, setting, config_file, argument, f.preset)
-        rows.append(summarise(run_dir, setting, axis))
+    chosen = [s for s in SETTINGS if not f.only or s[0] in f.only or s[0] == "baseline"]
+    seeds = [int(s) for s in f.seeds]
+    for setting, _, config_file, argument in chosen:
+        for seed in seeds:
+            run_setting(run_dir, setting, config_file, argument, f.preset, seed)
+    rows = [summarise(run_dir, setting, axis, seeds) for setting, axis, _, _ in chosen]
     table = write_table(run_dir, rows)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"ablation table: {run_dir / 'ablation' / 'ablation.md'}")

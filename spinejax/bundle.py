@@ -163,8 +163,9 @@ def load(folder) -> Bundle:
         stored = {k: arrays[k] for k in arrays.files}
     bundle = Bundle(facts, {})
     model = bundle.model()
-    template = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), np.zeros((1, *bundle.grid, 1), np.float32),
-                                                 train=False))
+    created = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), np.zeros((1, *bundle.grid, 1), np.float32),
+                                                train=False))
+    template = {c: created[c] for c in ("params", "batch_stats")}  # not the 'perturbations' Grad-CAM uses
     names, shapes = _leaf_names(template), [s.shape for s in jax.tree.leaves(template)]
     if set(names) != set(stored) or any(stored[n].shape != s for n, s in zip(names, shapes)):
         raise InputError(f"{folder}/params.npz does not fit the bundle's model (the config and the parameters "

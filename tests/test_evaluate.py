@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -145,15 +146,34 @@ def test_peers_are_fitted_on_the_cnns_training_series_and_scored_on_its_test_peo
 def test_ablation_table_from_finished_settings(evaluated, tmp_path):
     workdir, _ = evaluated
     report.analyse(workdir, method="linear", fit_on="all", pooled=True)
-    for setting in ("baseline", "loss_l2"):  # two settings that share one finished run
-        (tmp_path / "ablation").mkdir(exist_ok=True)
-        (tmp_path / "ablation" / setting).symlink_to(workdir, target_is_directory=True)
-    rows = [ablation.summarise(tmp_path, s, axis) for s, axis in (("baseline", "all"), ("loss_l2", "loss"))]
-    table = ablation.write_table(tmp_path, rows)
+    # Two seeds of two settings: the baseline is the finished run twice; "loss_l2" is a copy whose test
+    # predictions are 3 years too old, so its MAE is worse by a known amount on the same series.
+    worse = tmp_path / "worse"
+    worse.mkdir()
+    for name in ("config.json", "run.json"):
+        shutil.copy(workdir / name, worse / name)
+    for name in ("analysis", "predictions"):
+        shutil.copytree(workdir / name, worse / name)
+    predictions = pd.read_csv(worse / "predictions" / "test.csv")
+    predictions["predicted_age"] += 3.0
+    predictions.to_csv(worse / "predictions" / "test.csv", index=False)
+    for setting, target in (("baseline", workdir), ("loss_l2", worse)):
+        for seed in (0, 1):
+            (tmp_path / "ablation" / setting).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "ablation" / setting / f"seed{seed}").symlink_to(target, target_is_directory=True)
+    rows = [ablation.summarise(tmp_path, s, axis, seeds=[0, 1], n_boot=500)
+            for s, axis in (("baseline", "all"), ("loss_l2", "loss"))]
+    table = ablation.write_table(tmp_path, rows).set_index("setting")
     accuracy = pd.read_csv(workdir / "analysis" / "accuracy.csv").set_index(["split", "stage"])
-    assert list(table["setting"]) == ["baseline", "loss_l2"]
-    assert table["test_mae"].iloc[0] == pytest.approx(accuracy.loc[("test", "uncorrected"), "mae"])
-    assert table["region"].iloc[0] == "lumbar" and table["smoking_q"].between(0, 1).all()
+    original = pd.read_csv(workdir / "predictions" / "test.csv")
+    assert table.loc["baseline", "test_mae"] == pytest.approx(accuracy.loc[("test", "uncorrected"), "mae"])
+    assert table.loc["baseline", "minus_baseline"] == 0 and table.loc["baseline", "test_mae_seed_sd"] == 0
+    shifted = (original["predicted_age"] + 3 - original["age"]).abs().mean()
+    assert table.loc["loss_l2", "test_mae"] == pytest.approx(shifted)
+    assert table.loc["loss_l2", "minus_baseline"] == pytest.approx(shifted - table.loc["baseline", "test_mae"])
+    assert table.loc["loss_l2", "minus_baseline_ci_low"] > 0 and table.loc["loss_l2", "significant"] == "worse"
+    assert table.loc["loss_l2", "paired_series"] == len(original) and table.loc["loss_l2", "seeds"] == 2
+    assert table.loc["baseline", "region"] == "lumbar" and table["smoking_q"].between(0, 1).all()
     markdown = (tmp_path / "ablation" / "ablation.md").read_text().splitlines()
     assert len(markdown) == 2 + 2 and markdown[2].startswith("| baseline | l1 | lumbar |")
     assert (tmp_path / "ablation" / "mae_vs_data_size.png").stat().st_size > 5_000
