@@ -148,7 +148,8 @@ def write_table(run_dir: Path, rows: list[dict]) -> pd.DataFrame:
     sizes = table[table["axis"].isin(["data size", "all"])].sort_values("train_records")
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.errorbar(sizes["train_records"], sizes["test_mae"], fmt="o-", capsize=3,
-                yerr=[sizes["test_mae"] - sizes["test_mae_ci_low"], sizes["test_mae_ci_high"] - sizes["test_mae"]])
+                yerr=[(sizes["test_mae"] - sizes["test_mae_ci_low"]).clip(lower=0),
+                      (sizes["test_mae_ci_high"] - sizes["test_mae"]).clip(lower=0)])
     ax.set(xlabel="training records (eligible, whole spine)", ylabel="test MAE (years, uncorrected)",
            title="MAE against training-set size (95% CI over test subjects)", xscale="log")
     fig.savefig(out / "mae_vs_data_size.png", dpi=110, bbox_inches="tight")

@@ -94,7 +94,8 @@ def test_a_cluster_is_rare_when_its_pattern_is_rare_among_people_of_its_age_not_
     assert table.loc[1, "common"]  # half of the people of 65-74 have every finding of its pattern
     assert table.loc[2, "pattern"] == "desiccation+fracture" and table.loc[2, "pattern_share"] == pytest.approx(0.1)
     assert not table.loc[2, "common"] and not table.loc[-1, "common"]
-    assert table.loc[0, "pattern"] == "" and table.loc[0, "pattern_share"] == 1.0 and table.loc[0, "common"]
+    # No finding reaches half of cluster 0; its most common one (37.5%) stands for it, held by half.
+    assert table.loc[0, "pattern"] == "desiccation" and table.loc[0, "pattern_share"] == 0.5 and table.loc[0, "common"]
     headcount = normal_spines.cluster_table(labels, ages, _config(rarity="headcount"), features, names)
     assert not headcount.set_index("cluster").loc[1, "common"]  # 20 of 200: what UMAP's cut decided
     # Weighted by the members' ages: a pattern common among the old is judged among the old.
@@ -104,6 +105,26 @@ def test_a_cluster_is_rare_when_its_pattern_is_rare_among_people_of_its_age_not_
     assert mixed.loc[1, "pattern_share"] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="needs the features"):
         normal_spines.cluster_table(labels, ages, _config())
+
+
+def test_a_pattern_is_held_at_its_members_typical_count_and_mixed_findings_still_make_one():
+    # 400 people of 75-84; 30% of them have one thoracic fracture (common at that age).
+    ages = np.full(400, 80.0)
+    features = np.zeros((400, 3))  # fractured levels per region: thoracic, lumbar, cervical
+    features[:120, 0] = 1
+    labels = np.zeros(400, int)
+    # Cluster 1: 20 people with multiple (3) thoracic fractures: rare, though one fracture is common.
+    features[300:320, 0], labels[300:320] = 3, 1
+    # Cluster 2: 20 people with 2 fractures in one region or another: no region reaches half of them.
+    features[320:327, 0], features[327:334, 1], features[334:340, 2], labels[320:340] = 2, 2, 2, 2
+    names = ["thoracic", "lumbar", "cervical"]
+    table = normal_spines.cluster_table(labels, ages, _config(), features, names).set_index("cluster")
+    assert table.loc[1, "pattern"] == "thoracic" and table.loc[1, "pattern_share"] == pytest.approx(20 / 400)
+    assert not table.loc[1, "common"]
+    assert table.loc[2, "pattern"] == "thoracic" and table.loc[2, "pattern_share"] == pytest.approx(27 / 400)
+    assert not table.loc[2, "common"]
+    assert table.loc[0, "pattern"] == "thoracic" and table.loc[0, "pattern_share"] == pytest.approx(147 / 400)
+    assert table.loc[0, "common"]
 
 
 @pytest.fixture(scope="module")

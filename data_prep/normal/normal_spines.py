@@ -26,8 +26,10 @@ non-age-related (multiple fractures, focal stenosis, spondylolisthesis):
 - The threshold: age-related degeneration is common among people of the same age, while a pattern such as
   multiple fractures is rare at every age. The paper's rule counts a cluster's members ("15% of the
   population"); here (config.rarity='pattern') the 15% is applied to the cluster's pattern instead: the
-  findings at least half its members have, and the share of the people of its members' ages (each age band
-  weighted by the members in it) who have every one of them. A cluster with no such finding is common.
+  findings at least half its members have (when none does, the most common one if a quarter have it), and
+  the share of the people of its members' ages (each age band weighted by the members in it) who have every
+  one of them in at least as many levels as the cluster's typical (median) member. A cluster without
+  findings is common.
   Why: UMAP sometimes cuts a few hundred ordinary degenerating 60-year-olds off the continuum of normal
   spines, where they form a cluster of 2-6% of their age band, rare by headcount; their pattern (disc
   desiccation and height loss) is held by a third of people their age. The planted non-age-related clusters'
@@ -153,9 +155,11 @@ def cluster_table(labels: np.ndarray, ages: np.ndarray, config: ml_collections.C
     is common under config's rule (config.rarity, config.threshold_population, config.common_threshold).
 
     features [n, f] (>= 0; a finding is present when > 0) and their names are needed by rarity 'pattern'.
-    The pattern of a cluster: the findings at least config.pattern_prevalence of its members have. Its
-    share: of people of its members' ages (each age band weighted by the members in it; 'age_band'), or of
-    everyone ('everyone'), the share that have every finding of the pattern (1 for an empty pattern).
+    The pattern of a cluster: the findings at least config.pattern_prevalence of its members have (when
+    none does, its most prevalent finding if at least half that share have it). A person holds it with at
+    least the members' median count of each finding. Its share: of people of its members' ages (each age band
+    weighted by the members in it; 'age_band'), or of everyone ('everyone'), the share that hold it (1 for
+    an empty pattern: a cluster without findings).
     """
     edges = tuple(config.age_bands)
     band_names = age_band_names(edges)
@@ -181,8 +185,16 @@ def cluster_table(labels: np.ndarray, ages: np.ndarray, config: ml_collections.C
             "age_min": float(ages[members].min()), "age_max": float(ages[members].max()),
         }
         if present is not None:
-            pattern = np.flatnonzero(present[members].mean(axis=0) >= config.pattern_prevalence)
-            holds = present[:, pattern].all(axis=1)
+            prevalence = present[members].mean(axis=0)
+            pattern = np.flatnonzero(prevalence >= config.pattern_prevalence)
+            if not len(pattern) and len(prevalence) and prevalence.max() >= config.pattern_prevalence / 2:
+                pattern = np.array([int(prevalence.argmax())])  # mixed findings (fractures here or there)
+            # Holding a finding means having at least as many levels of it as the cluster's typical member (a
+            # cluster of multiple fractures is not matched by everyone with one fracture).
+            values = np.asarray(features, np.float64)[:, pattern]
+            typical = np.median(values[members], axis=0)
+            smallest = np.where(values[members] > 0, values[members], np.inf).min(axis=0)
+            holds = (values >= np.maximum(typical, smallest)).all(axis=1)
             if config.threshold_population == "age_band":
                 weights = np.bincount(band[members], minlength=len(band_names)) / members.sum()
                 held = np.bincount(band, weights=holds, minlength=len(band_names)) / np.maximum(band_sizes, 1)
@@ -255,8 +267,8 @@ def find_normal_spines(features: np.ndarray, ages: np.ndarray, config: ml_collec
             reasons[label] = said_rare.format(share=f"{share:.1%}") + f", below {config.common_threshold:.0%}"
     reason = np.array([reasons[label] for label in labels], dtype=object)
     if not common and config.small_cohort_policy == "all_valid":
-        # No cluster holds 15% of any age band: the cohort is too small (or too uniform) for the rule to
-        # tell age-related degeneration from anything else. Keep everyone, and say so (eligibility.py).
+        # No common cluster (a pilot cohort is all HDBSCAN noise): the cohort is too small for the rule to tell
+        # age-related degeneration from anything else. Keep everyone, and say so (eligibility.py).
         eligible = np.ones(len(labels), bool)
         reason = np.array([f"small cohort: no common cluster among {len(labels)} cases, so every valid row is "
                            f"eligible (config.small_cohort_policy); was: {r}" for r in reason], dtype=object)

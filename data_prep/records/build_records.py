@@ -37,7 +37,7 @@ import functools
 import importlib.metadata
 import json
 import os
-import threading
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -138,7 +138,7 @@ def process_job(job: tuple, plan: preprocess.Plan, config: ml_collections.Config
     blobs = {f"r{n}": np.frombuffer(r["bytes"], np.uint8) for n, r in enumerate(result["records"])}
     meta = json.dumps({"records": [{k: v for k, v in r.items() if k != "bytes"} for r in result["records"]],
                        **{k: v for k, v in result.items() if k != "records"}})
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}-{threading.get_ident()}.npz")
+    tmp = path.with_name(path.name + f".tmp{uuid.uuid4().hex}.npz")  # unique across hosts sharing the folder
     np.savez(tmp, meta=np.frombuffer(meta.encode(), np.uint8), **blobs)  # arrays only: no pickle
     os.replace(tmp, path)
     return key
@@ -182,7 +182,7 @@ def write_shard(partial: str, name: str, entries: list[tuple[str, int]]) -> str:
     """One shard file, written whole from the cache (aside, then renamed: a retried write leaves one file)."""
     path = Path(partial) / name
     path.parent.mkdir(exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
+    tmp = path.with_name(f".{path.name}.tmp{uuid.uuid4().hex}")
     writer = ArrayRecordWriter(str(tmp), "group_size:1")
     for key, m in entries:
         with np.load(_cache_path(Path(partial), key)) as cached:
