@@ -153,7 +153,9 @@ def _digest(root: Path) -> dict[str, str]:
 
 def test_same_bytes_whatever_the_workers_and_after_a_kill(small_cohort, tmp_path, monkeypatch):
     one = build_records.build(small_cohort, tmp_path / "one", _config(workers=1), SECRET, progress=False)
+    monkeypatch.setattr(build_records, "LISTING_POOL_MIN_FILES", 0)  # headers read by the pool too
     two = build_records.build(small_cohort, tmp_path / "two", _config(workers=2), SECRET, progress=False)
+    monkeypatch.undo()
     assert one["counts"] == two["counts"] and one["counts"]["failed"] == 0
     assert _digest(tmp_path / "one") == _digest(tmp_path / "two")
     assert build_records.build(small_cohort, tmp_path / "one", _config(workers=1), SECRET,

@@ -116,6 +116,17 @@ def process_input(item: dict, report: dict, plan: preprocess.Plan, config: ml_co
     return out
 
 
+# Below this many files, starting worker processes costs more than reading the headers in one (about 1 ms each).
+LISTING_POOL_MIN_FILES = 2000
+
+
+def _read_headers(workers: int, progress: bool, read: Callable, paths: list) -> list:
+    """read(path) for every path, in order: in a pool of `workers` processes for an archive's worth of files."""
+    if len(paths) < LISTING_POOL_MIN_FILES:
+        return list(map(read, paths))
+    return list(parallel.map_jobs(read, paths, workers, desc="files", progress=progress, chunksize=64))
+
+
 def _cache_path(partial: Path, key: str) -> Path:
     return partial / ".cache" / f"{key}.npz"
 
@@ -255,7 +266,8 @@ def build(cohort: Path, out: Path, config: ml_collections.ConfigDict, secret: by
     with output_folder.OutputFolder(out, "records") as folder:
         table = read_reports(cohort, config)
         rows = usable_rows(table, secret, config)
-        inputs, listed_failures = prepare.list_inputs(cohort, config)
+        inputs, listed_failures = prepare.list_inputs(cohort, config, functools.partial(_read_headers, config.workers,
+                                                                                       progress))
         plan = prepare.plan_from(config)
         config_json = {k: v for k, v in json.loads(config.to_json()).items() if k != "workers"}
         # Raw site names and paths are the user's (a hospital's name): they shape the stamp, outputs get codes.

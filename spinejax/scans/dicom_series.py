@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -225,17 +226,19 @@ def is_sagittal(orientation: tuple[float, ...], max_angle_deg: float = 30.0) -> 
     return abs(normal[0]) / np.linalg.norm(normal) >= np.cos(np.radians(max_angle_deg))
 
 
-def find_series(root: Path, max_oblique_deg: float = 30.0
+def find_series(root: Path, max_oblique_deg: float = 30.0, map_files: Callable = map
                 ) -> tuple[list[SeriesFiles], list[FileFailure]]:
     """Every file under `root`: in a series (part 0 is the series, parts > 0 were split off it), or a
-    failure (duplicates of a counted slice are failures with code 'duplicate_instance')."""
+    failure (duplicates of a counted slice are failures with code 'duplicate_instance').
+
+    map_files(read_slices, paths) reads the headers, in path order (the builtin map, or a process pool's: an
+    archive's listing is mostly header reads)."""
     groups: dict[tuple, list[Slice]] = defaultdict(list)
     failures = []
     paths, unreadable = walk.files_under(root)
     failures.extend(FileFailure(folder, "unreadable_file", "a folder that cannot be listed (permission denied)")
                     for folder in unreadable)
-    for path in paths:
-        found = read_slices(path)
+    for found in map_files(read_slices, paths):
         if isinstance(found, FileFailure):
             failures.append(found)
             continue

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import ml_collections
@@ -51,15 +52,17 @@ def failure_row(kind: str, where: str, code: str, message: str, series_id: str =
             "message": message}
 
 
-def list_inputs(cohort: Path, config: ml_collections.ConfigDict) -> tuple[list[dict], list[dict]]:
+def list_inputs(cohort: Path, config: ml_collections.ConfigDict, map_files: Callable = map
+                ) -> tuple[list[dict], list[dict]]:
     """(inputs to process, failures found while listing), both in a fixed order.
 
     An input: kind ('dicom' or 'nifti'), series_id, where (relative path), files, mask (path, None when
-    absent, 'ambiguous' when two masks share the id) and, for DICOM, the SeriesFiles."""
+    absent, 'ambiguous' when two masks share the id) and, for DICOM, the SeriesFiles. map_files reads the
+    DICOM headers (dicom_series.find_series)."""
     failures, candidates = [], []
     dicom_root = cohort / "dicom"
     if dicom_root.is_dir():
-        found, bad_files = dicom_series.find_series(dicom_root, config.max_oblique_deg)
+        found, bad_files = dicom_series.find_series(dicom_root, config.max_oblique_deg, map_files)
         for f in bad_files:
             failures.append(failure_row("file", str(f.path.relative_to(cohort)), f.code, f.message))
         for series in found:
