@@ -92,9 +92,31 @@ def seed_mean_errors(run_dir: Path, setting: str, seeds: list[int]) -> pd.DataFr
     return pd.concat(frames, axis=1, join="inner").mean(axis=1).rename("error").reset_index()
 
 
+def _flat(config: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in config.items():
+        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
+def check_seeds_agree(run_dir: Path, setting: str, seeds: list[int]) -> None:
+    """Raises ValueError when a setting's seeds were trained with configurations that differ in more than the
+    seed (the default run reused as the baseline's seed 0, say, with another preset or records)."""
+    configs = {s: _flat(json.loads((workdir_of(run_dir, setting, s) / "config.json").read_text())) for s in seeds}
+    first = seeds[0]
+    for seed in seeds[1:]:
+        differ = sorted(k for k in configs[first].keys() | configs[seed].keys()
+                        if k != "seed" and configs[first].get(k) != configs[seed].get(k))
+        if differ:
+            raise ValueError(f"{setting}: seeds {first} and {seed} were trained with different settings "
+                             f"({', '.join(differ[:5])}): retrain one (its workdir: "
+                             f"{workdir_of(run_dir, setting, seed)})")
+
+
 def summarise(run_dir: Path, setting: str, axis: str, seeds: list[int] = (0,), n_boot: int = 2000) -> dict:
     """One row of the ablation table from a finished setting's files (all `seeds`), against the baseline's."""
     seeds = list(seeds)
+    check_seeds_agree(run_dir, setting, seeds)
     first = workdir_of(run_dir, setting, seeds[0])
     config = json.loads((first / "config.json").read_text())
     run = json.loads((first / "run.json").read_text())

@@ -177,3 +177,14 @@ def test_ablation_table_from_finished_settings(evaluated, tmp_path):
     markdown = (tmp_path / "ablation" / "ablation.md").read_text().splitlines()
     assert len(markdown) == 2 + 2 and markdown[2].startswith("| baseline | l1 | lumbar |")
     assert (tmp_path / "ablation" / "mae_vs_data_size.png").stat().st_size > 5_000
+    # Seeds of one setting trained with different settings (another batch size) are refused, not averaged.
+    odd = tmp_path / "odd"
+    shutil.copytree(worse, odd)
+    config = json.loads((odd / "config.json").read_text())
+    config["batch_size"] += 1
+    (odd / "config.json").write_text(json.dumps(config))
+    (tmp_path / "ablation" / "loss_huber").mkdir()
+    (tmp_path / "ablation" / "loss_huber" / "seed0").symlink_to(worse, target_is_directory=True)
+    (tmp_path / "ablation" / "loss_huber" / "seed1").symlink_to(odd, target_is_directory=True)
+    with pytest.raises(ValueError, match=r"seeds 0 and 1 were trained with different settings \(batch_size\)"):
+        ablation.summarise(tmp_path, "loss_huber", "loss", seeds=[0, 1])
