@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from data_prep.phantom import findings, identity, report_text_held_out
+from data_prep.phantom.dice import Dice
 from spinejax.scans import spine_labels
 
 Style = Callable[[Mapping[str, int], np.random.Generator, Mapping[str, str]], str]
@@ -204,49 +205,6 @@ def _cap(s: str) -> str:
     return s[:1].upper() + s[1:]
 
 
-class _Dice:
-    """Uniform draws taken from the row's Generator in blocks: one numpy call per 256 draws keeps a report
-    under a millisecond."""
-
-    __slots__ = ("_rng", "_u", "_i")
-
-    def __init__(self, rng: np.random.Generator):
-        self._rng = rng
-        self._u = rng.random(256).tolist()
-        self._i = 0
-
-    def u(self) -> float:
-        if self._i == 256:
-            self._u, self._i = self._rng.random(256).tolist(), 0
-        self._i += 1
-        return self._u[self._i - 1]
-
-    def chance(self, p: float) -> bool:
-        return self.u() < p
-
-    def pick(self, seq):
-        return seq[int(self.u() * len(seq))]
-
-    def randint(self, lo: int, hi: int) -> int:
-        """Uniform integer in [lo, hi]."""
-        return lo + int(self.u() * (hi - lo + 1))
-
-    def weighted(self, seq, weights):
-        x, acc = self.u() * sum(weights), 0.0
-        for item, w in zip(seq, weights):
-            acc += w
-            if x < acc:
-                return item
-        return seq[-1]
-
-    def shuffled(self, seq) -> list:
-        out = list(seq)
-        for i in range(len(out) - 1, 0, -1):
-            j = int(self.u() * (i + 1))
-            out[i], out[j] = out[j], out[i]
-        return out
-
-
 def _runs(idxs: Sequence[int]) -> bool:
     """Whether sorted `idxs` are consecutive."""
     return idxs[-1] - idxs[0] == len(idxs) - 1
@@ -257,7 +215,7 @@ class _Writer:
     statement made about a (condition, level) pair, which the tests hold against the truth."""
 
     def __init__(self, grades: Mapping[str, int], rng: np.random.Generator, header: Mapping[str, str]):
-        self.d = d = _Dice(rng)
+        self.d = d = Dice(rng)
         self.h = header
         self.g: dict[str, list[int]] = {}
         for cond, (_, _, kind) in findings.GRADING.items():
@@ -828,7 +786,7 @@ def _person(dicom_name: str, fmt: str) -> str:
             "first_last": f"{first.title()} {last.title()}", "upper": f"{last}, {first}"}[fmt]
 
 
-def _doctor(dicom_name: str, d: _Dice) -> str:
+def _doctor(dicom_name: str, d: Dice) -> str:
     last, first = dicom_name.split("^")
     return d.pick((f"Dr. {last.title()}", f"Dr. {first[0]}. {last.title()}", f"{first.title()} {last.title()}, MD",
                    f"{last}, {first}", f"Dr {first[0]} {last.title()}"))

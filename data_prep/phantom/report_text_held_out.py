@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from data_prep.phantom import findings, identity
+from data_prep.phantom.dice import Dice
 from spinejax.scans import spine_labels
 
 Style = Callable[[Mapping[str, int], np.random.Generator, Mapping[str, str]], str]
@@ -62,34 +63,6 @@ _FORMS = {key: tuple(_disc_forms(lv)[key] for lv in DISCS) for key in _disc_form
 _JUNCTIONS = {DISCS.index("C7-T1"): "the cervicothoracic junction",
               DISCS.index("T12-L1"): "the thoracolumbar junction", DISCS.index("L5-S1"): "the lumbosacral junction"}
 _PAIRS = tuple(tuple(lv.split("-")) for lv in DISCS)
-
-
-class _Dice:
-    """Uniform draws from `rng` taken in blocks: Python-speed choices, deterministic given the generator."""
-
-    __slots__ = ("_rng", "_u", "_i")
-
-    def __init__(self, rng: np.random.Generator):
-        self._rng = rng
-        self._u = rng.random(256).tolist()
-        self._i = 0
-
-    def u(self) -> float:
-        if self._i == len(self._u):
-            self._u = self._rng.random(256).tolist()
-            self._i = 0
-        self._i += 1
-        return self._u[self._i - 1]
-
-    def p(self, probability: float) -> bool:
-        return self.u() < probability
-
-    def pick(self, seq: Sequence):
-        return seq[int(self.u() * len(seq))]
-
-    def int(self, low: int, high: int) -> int:
-        """Uniform integer in [low, high]."""
-        return low + int(self.u() * (high - low + 1))
 
 
 def _w(*pairs) -> tuple:
@@ -294,7 +267,7 @@ class _Writer:
     BRITISH = True
 
     def __init__(self, grades: Mapping[str, int], rng: np.random.Generator, header: Mapping[str, str]):
-        d = self.d = _Dice(rng)
+        d = self.d = Dice(rng)
         self.g = {c: [int(grades[k]) for k in cols] for c, cols in _COLUMNS.items()}
         self.h = header
         self.claims: set[tuple[str, int, int]] = set()
@@ -305,7 +278,7 @@ class _Writer:
         self.p_alt = d.pick((0.0, 0.0, 0.05, 0.15))
         self.p_junction = d.pick((0.0, 0.1, 0.3))
         self.p_range = d.pick((0.6, 0.9, 1.0))
-        self.oxford = (not self.BRITISH) and d.p(0.6)
+        self.oxford = (not self.BRITISH) and d.chance(0.6)
         # what is still to be stated once; "ddd" takes levels whose desiccation and height loss are equal
         rem = self.rem = {c: list(v) for c, v in self.g.items()}
         merge = d.pick((0.0, 0.5, 0.9, 1.0))
@@ -313,7 +286,7 @@ class _Writer:
         ddd = [0] * _N
         if merge:
             for i in range(_N):
-                if desic[i] and desic[i] == height[i] and d.p(merge):
+                if desic[i] and desic[i] == height[i] and d.chance(merge):
                     ddd[i], desic[i], height[i] = desic[i], 0, 0
         rem["ddd"] = ddd
         first, last = _split_name(header["name"])
@@ -364,7 +337,7 @@ class _Writer:
     # --- levels ---
 
     def disc(self, i: int) -> str:
-        if self.p_alt and self.d.p(self.p_alt):
+        if self.p_alt and self.d.chance(self.p_alt):
             return _FORMS[self.d.pick(self.ALT)][i]
         return self.names[i]
 
@@ -379,17 +352,17 @@ class _Writer:
         d = self.d
         if len(idxs) == 1:
             i = idxs[0]
-            if i in _JUNCTIONS and self.p_junction and d.p(self.p_junction):
+            if i in _JUNCTIONS and self.p_junction and d.chance(self.p_junction):
                 return "at " + _JUNCTIONS[i]
             return "at " + self.disc(i)
         runs = _runs(idxs)
-        if len(runs) == 1 and len(idxs) >= 3 and d.p(self.p_range):
+        if len(runs) == 1 and len(idxs) >= 3 and d.chance(self.p_range):
             a, b = self.disc(idxs[0]), self.disc(idxs[-1])
             return d.pick((f"from {a} to {b}", f"at {a} through {b}", f"from {a} to {b}",
                            f"at all levels from {a} to {b}" if self.BRITISH else f"from {a} through {b}"))
         items = []
         for run in runs:
-            if len(run) >= 3 and d.p(self.p_range):
+            if len(run) >= 3 and d.chance(self.p_range):
                 items.append(f"{self.disc(run[0])} through {self.disc(run[-1])}")
             else:
                 items += [self.disc(i) for i in run]
@@ -398,7 +371,7 @@ class _Writer:
     def verts(self, idxs: Sequence[int]) -> str:
         """'L1', 'T12 and L1', 'T11 through L1'."""
         runs = _runs(idxs)
-        if len(runs) == 1 and len(idxs) >= 3 and self.d.p(self.p_range):
+        if len(runs) == 1 and len(idxs) >= 3 and self.d.chance(self.p_range):
             return f"{VERTS[idxs[0]]} through {VERTS[idxs[-1]]}"
         return self.join([VERTS[i] for i in idxs])
 
@@ -424,7 +397,7 @@ class _Writer:
         noun = self.d.pick(_NOUNS[cond])
         word = self.sev(cond, grade)
         if paren is None:
-            paren = self.d.p(0.4)
+            paren = self.d.chance(0.4)
         return f"{noun} ({word})" if paren else f"{noun}, {word}"
 
     def listhesis(self, i: int, grade: int, with_level: bool = True) -> str:
@@ -448,7 +421,7 @@ class _Writer:
         self.take("listhesis", [i], grade)
         if not with_level:
             return core
-        return f"{core} of {upper} on {lower}" if d.p(0.7) else f"{core} {self.disc_at([i])}"
+        return f"{core} of {upper} on {lower}" if d.chance(0.7) else f"{core} {self.disc_at([i])}"
 
     def fracture(self, idxs: list[int], grade: int) -> str:
         d = self.d
@@ -544,10 +517,10 @@ class _Writer:
             return raw
         if self.BRITISH:
             return day.strftime(self.d.pick(("%d.%m.%Y", "%d/%m/%Y", "%d %B %Y")))
-        return f"{day.month}/{day.day}/{day.year}" if self.d.p(0.5) else day.strftime("%m/%d/%Y")
+        return f"{day.month}/{day.day}/{day.year}" if self.d.chance(0.5) else day.strftime("%m/%d/%Y")
 
     def prior(self) -> dt.date | None:
-        return None if self.exam is None else self.exam - dt.timedelta(days=self.d.int(90, 2200))
+        return None if self.exam is None else self.exam - dt.timedelta(days=self.d.randint(90, 2200))
 
     # --- impression / conclusion, shared ---
 
@@ -560,7 +533,7 @@ class _Writer:
         for grade, idxs in self.groups("listhesis", source=g):
             for i in idxs:
                 text = _cap(self.listhesis(i, grade))
-                if g["canal_stenosis"][i] and d.p(0.7):
+                if g["canal_stenosis"][i] and d.chance(0.7):
                     text += f" with {self.phrase('canal_stenosis', g['canal_stenosis'][i])}"
                     self.claim("canal_stenosis", [i], g["canal_stenosis"][i])
                     canal_done.add(i)
@@ -580,7 +553,7 @@ class _Writer:
             else:
                 text = f"{lead} at {self.disc(worst)}"
             canal = g["canal_stenosis"][worst]
-            if canal and worst not in canal_done and d.p(0.5):
+            if canal and worst not in canal_done and d.chance(0.5):
                 text += f", with {self.phrase('canal_stenosis', canal)} at this level"
                 self.claim("canal_stenosis", [worst], canal)
             items.append(text)
@@ -595,9 +568,9 @@ class _Writer:
             for c in findings.GRADING:
                 self.negate(c, range(_N))
         else:
-            if d.p(0.4) and self.try_negate(("fracture",), range(_N)):
+            if d.chance(0.4) and self.try_negate(("fracture",), range(_N)):
                 items.append(d.pick(("No fracture", "No vertebral fracture")))
-            if d.p(0.4) and self.try_negate(("canal_stenosis",), range(_N)):
+            if d.chance(0.4) and self.try_negate(("canal_stenosis",), range(_N)):
                 items.append(d.pick(("No canal stenosis", "No spinal stenosis at any level")))
         return items
 
@@ -616,12 +589,12 @@ class _TeachingHospital(_Writer):
     def write(self) -> str:
         d = self.d
         head = [self.header(), self.clinical(), self.technique(), self.comparison()]
-        body = [self.by_condition() if d.p(0.5) else self.by_region(), self.conclusion()]
-        if self.form != "spaced" and d.p(0.25):
-            width = d.int(68, 92)
+        body = [self.by_condition() if d.chance(0.5) else self.by_region(), self.conclusion()]
+        if self.form != "spaced" and d.chance(0.25):
+            width = d.randint(68, 92)
             body = [_wrap(part, width) for part in body]
         text = "\n\n".join(p for p in (*head, *body, self.signoff()) if p)
-        if d.p(0.06):
+        if d.chance(0.06):
             text = _typo(text, d)
         return text
 
@@ -634,7 +607,7 @@ class _TeachingHospital(_Writer):
         ref = f"Dr {_doctor(h['referring'])}"
         dept = d.pick(("Department of Radiology", "Department of Radiology - Neuroradiology Section",
                        "Radiology Department"))
-        if d.p(0.5):
+        if d.chance(0.5):
             return (f"{d.pick(self.HOSPITALS)}\n{dept}\n"
                     f"Patient: {name}    Hospital no.: {h['mrn']}\n"
                     f"Date of birth: {dob}\n"
@@ -663,20 +636,20 @@ class _TeachingHospital(_Writer):
 
     def technique(self) -> str:
         d = self.d
-        if d.p(0.4):
+        if d.chance(0.4):
             return ""
         axial = d.pick((f"axial T2 from {self.disc(19)} to {self.disc(22)}",
                         f"axial T2 from {self.disc(3)} to {self.disc(5)} and from {self.disc(20)} to {self.disc(22)}",
                         "axial T2 through the lumbar discs"))
         text = f"Technique: Sagittal T1, T2 and STIR of the whole spine; {axial}."
-        if d.p(0.15):
+        if d.chance(0.15):
             text += " Some motion degradation of the axial images."
         return text
 
     def comparison(self) -> str:
         d = self.d
         self.prior_day = None
-        if d.p(0.45):
+        if d.chance(0.45):
             return d.pick(("Comparison: None available.", "Comparison: none.", ""))
         self.prior_day = self.prior()
         date = self.date(self.prior_day, "")
@@ -693,13 +666,13 @@ class _TeachingHospital(_Writer):
         lines.append(d.pick(("Bone marrow: ", "Marrow: ")) + self.marrow_line())
         order = ["ddd", "disc_desiccation", "disc_height_loss", "disc_bulge", "disc_osteophyte",
                  "endplate_irregularity"]
-        if d.p(0.3):
+        if d.chance(0.3):
             order[3], order[4] = order[4], order[3]
-        descending = d.p(0.3)
+        descending = d.chance(0.3)
         for cond in order:
             groups = self.groups(cond)
             if not groups:
-                if cond != "ddd" and d.p(0.35) and self.try_negate((cond,), range(_N)):
+                if cond != "ddd" and d.chance(0.35) and self.try_negate((cond,), range(_N)):
                     lines.append(d.pick(_LABELS[cond]) + ": " + d.pick(("none.", "none.", "not seen.")))
                 continue
             if descending:
@@ -712,17 +685,17 @@ class _TeachingHospital(_Writer):
         lines.append(self.canal_line())
         degenerate = [i for i in range(_N) if self.g["disc_height_loss"][i] or self.g["disc_bulge"][i]
                       or self.g["disc_osteophyte"][i]]
-        foramina = sorted({d.pick(degenerate) for _ in range(d.int(0, 2))}) if degenerate else []
+        foramina = sorted({d.pick(degenerate) for _ in range(d.randint(0, 2))}) if degenerate else []
         if foramina:
             lines.append("Exit foramina: " + _cap(self.distractor_foramen(foramina[0])) + " "
                          + self.disc_at(foramina) + "; otherwise patent.")
-        elif d.p(0.5):
+        elif d.chance(0.5):
             lines.append("Exit foramina: patent.")
         lines.append(self.cord())
         other = self.other()
         if other:
             lines.append(other)
-        hedge = self.hedge() if d.p(0.35) else None
+        hedge = self.hedge() if d.chance(0.35) else None
         if hedge:
             lines.append(hedge)
         return "\n".join(lines)
@@ -736,7 +709,7 @@ class _TeachingHospital(_Writer):
             return d.pick(("Normal.", "Normal sagittal alignment.", "Maintained; no listhesis.")) + extra
         parts = [self.listhesis(i, grade) for i, grade in found]
         text = _cap("; ".join(parts))
-        if d.p(0.5):
+        if d.chance(0.5):
             self.negate("listhesis", [i for i in range(_N) if not self.g["listhesis"][i]])
             text += d.pick(("; alignment otherwise maintained", ". Otherwise normal alignment"))
         return text + "."
@@ -752,10 +725,10 @@ class _TeachingHospital(_Writer):
             text = _cap(self.fracture(idxs, grade))
             extra = d.pick(("no retropulsion", "no marrow oedema on STIR to suggest an acute injury",
                             "posterior wall intact", "", ""))
-            if self.prior_day is not None and d.p(0.3):
+            if self.prior_day is not None and d.chance(0.3):
                 extra = d.pick(("new since the previous examination", "unchanged from the previous examination"))
             parts.append(text + (f", {extra}" if extra else "") + ".")
-        if d.p(0.5):
+        if d.chance(0.5):
             self.negate("fracture", [i for i in range(_N) if not self.g["fracture"][i]])
             parts.append("Vertebral body heights are otherwise preserved.")
         return " ".join(parts)
@@ -768,7 +741,7 @@ class _TeachingHospital(_Writer):
             return d.pick(("Normal signal.", "Normal marrow signal; no Modic endplate change.",
                            "No Modic endplate change. No suspicious marrow lesion."))
         parts = [_cap(self.marrow(idxs, grade)) + "." for grade, idxs in groups]
-        if d.p(0.4):
+        if d.chance(0.4):
             parts.append(d.pick(("No oedematous (type 1) component.", "No suspicious marrow lesion.")))
         return " ".join(parts)
 
@@ -787,7 +760,7 @@ class _TeachingHospital(_Writer):
             items.append(f"{what} {self.disc_at(idxs)}")
             self.take("canal_stenosis", idxs, grade)
         text = f"{label}: " + "; ".join(items) + "."
-        if d.p(0.5):
+        if d.chance(0.5):
             self.negate("canal_stenosis", [i for i in range(_N) if not self.g["canal_stenosis"][i]])
             text += d.pick((" Elsewhere the canal is of normal calibre.", " No canal stenosis elsewhere."))
         return text
@@ -816,13 +789,13 @@ class _TeachingHospital(_Writer):
         paras = [d.pick(("Findings:", "FINDINGS:", "Report:"))]
         regions = (("Cervical spine", "cervical", _CERV), ("Thoracic spine", "thoracic", _THOR),
                    ("Lumbar spine", "lumbar", _LUMB))
-        if d.p(0.5):
+        if d.chance(0.5):
             regions = (("Cervical spine", "cervical", _CERV), ("Thoracic spine", "thoracic", range(6, 18)),
                        ("Lumbar spine", "lumbar", range(18, 23)))
         for label, region, discs in regions:
             sents = self.region_sentences(region, discs)
             paras.append(f"{label}: " + " ".join(sents))
-        hedge = self.hedge() if d.p(0.35) else None
+        hedge = self.hedge() if d.chance(0.35) else None
         if hedge:
             paras.append(hedge)
         other = self.other()
@@ -838,13 +811,13 @@ class _TeachingHospital(_Writer):
         listheses = [i for i in discs if rem["listhesis"][i]]
         for i in listheses:
             sents.append(_cap(self.listhesis(i, rem["listhesis"][i])) + ".")
-        if not listheses and d.p(0.5) and self.try_negate(("listhesis",), cover):
+        if not listheses and d.chance(0.5) and self.try_negate(("listhesis",), cover):
             sents.append(d.pick(("Normal alignment.", "Alignment is maintained.", "No listhesis.")))
         for grade, idxs in self.groups("fracture", verts):
             extra = d.pick(("", "", " There is no marrow oedema to suggest an acute fracture.",
                             " No retropulsion."))
             sents.append(_cap(self.fracture(idxs, grade)) + "." + extra)
-        if not any(self.g["fracture"][j] for j in verts) and d.p(0.3):
+        if not any(self.g["fracture"][j] for j in verts) and d.chance(0.3):
             self.negate("fracture", verts)
             sents.append("Vertebral body heights are maintained.")
         for grade, idxs in self.groups("marrow_change", verts):
@@ -855,7 +828,7 @@ class _TeachingHospital(_Writer):
                 sents.append(self.level_sentence(i))
         # the rest grouped by condition
         order = ["ddd", "disc_desiccation", "disc_height_loss", "disc_osteophyte", "endplate_irregularity"]
-        if d.p(0.5):
+        if d.chance(0.5):
             order.reverse()
         for cond in order:
             groups = self.groups(cond, discs)
@@ -865,12 +838,12 @@ class _TeachingHospital(_Writer):
             sents.append(d.pick((f"The {region} discs are of normal height and signal, with no disc bulge or "
                                  "canal stenosis.", f"The {region} discs are unremarkable.",
                                  "No disc or canal abnormality.")))
-        elif d.p(0.5) and self.try_negate(("canal_stenosis",), cover):
+        elif d.chance(0.5) and self.try_negate(("canal_stenosis",), cover):
             sents.append(d.pick(("No canal stenosis.", f"No {region} canal stenosis.",
                                  "The spinal canal is of normal calibre.")))
-        if region == "cervical" and d.p(0.6):
+        if region == "cervical" and d.chance(0.6):
             sents.append("Normal cord signal.")
-        if region == "lumbar" and d.p(0.7):
+        if region == "lumbar" and d.chance(0.7):
             sents.append(f"The conus terminates at {d.pick(('L1', 'T12/L1', 'the L1/2 level'))}.")
         if not sents and self.try_negate(DISC_CONDITIONS, discs) and self.try_negate(VERTEBRA_CONDITIONS, verts):
             sents.append(d.pick(("Unremarkable.", "No abnormality.")))
@@ -882,20 +855,20 @@ class _TeachingHospital(_Writer):
         for cond in ("disc_bulge", "ddd", "disc_desiccation", "disc_height_loss", "disc_osteophyte",
                      "endplate_irregularity", "canal_stenosis"):
             grade = rem[cond][i]
-            if grade and (cond in ("disc_bulge", "canal_stenosis") or d.p(0.5)):
-                if d.p(0.75):
+            if grade and (cond in ("disc_bulge", "canal_stenosis") or d.chance(0.5)):
+                if d.chance(0.75):
                     frags.append(self.phrase(cond, grade, article=True))
                 else:
                     text = self.postfix(cond, grade, paren=True)
                     frags.append(text if cond not in ("disc_bulge",) else _article(text))
                 self.take(cond, [i], grade)
-        if not self.g["canal_stenosis"][i] and d.p(0.4):
+        if not self.g["canal_stenosis"][i] and d.chance(0.4):
             self.negate("canal_stenosis", [i])
             frags.append(d.pick(("no canal stenosis", "no narrowing of the spinal canal")))
-        if d.p(0.3):
+        if d.chance(0.3):
             frags.append(self.distractor_foramen(i))
         level = self.disc(i)
-        body = self.join(frags) if len(frags) < 3 or d.p(0.5) else frags[0] + " with " + self.join(frags[1:])
+        body = self.join(frags) if len(frags) < 3 or d.chance(0.5) else frags[0] + " with " + self.join(frags[1:])
         u = d.u()
         if u < 0.45:
             return f"At {level} there is {body}."
@@ -924,24 +897,25 @@ class _TeachingHospital(_Writer):
             else:
                 parts.append(f"{self.sev(cond, grade)} {where}")
             self.take(cond, idxs, grade)
-        sep = "; " if d.p(0.5) else ", "
+        sep = "; " if d.chance(0.5) else ", "
         return _cap(sep.join(parts)) + "."
 
     def conclusion(self) -> str:
         d = self.d
         items = self.summary_items()
         head = d.pick(("Conclusion:", "Opinion:", "CONCLUSION", "Summary:"))
-        if d.p(0.6):
+        if d.chance(0.6):
             return head + "\n" + "\n".join(f"{k}. {item}." for k, item in enumerate(items, 1))
         return head + ("\n" if head.isupper() else " ") + " ".join(f"{item}." for item in items)
 
     def signoff(self) -> str:
         d = self.d
         rad = _doctor(self.h["radiologist"])
-        when = self.exam + dt.timedelta(days=d.int(0, 2)) if self.exam else None
-        stamp = (when.strftime("%d/%m/%Y") if when else self.h["exam_date"]) + f" {d.int(8, 19):02d}:{d.int(0, 59):02d}"
+        when = self.exam + dt.timedelta(days=d.randint(0, 2)) if self.exam else None
+        day = when.strftime("%d/%m/%Y") if when else self.h["exam_date"]
+        stamp = f"{day} {d.randint(8, 19):02d}:{d.randint(0, 59):02d}"
         role = d.pick(("Consultant Neuroradiologist", "Consultant Radiologist", "Radiologist"))
-        if d.p(0.5):
+        if d.chance(0.5):
             return f"Reported by: Dr {rad}, {role}\nAuthorised: {stamp}"
         return f"Dr {rad} ({role}) - verified {stamp}"
 
@@ -972,8 +946,8 @@ class _Dictation(_Writer):
         dob = self.date(self.birth, h["birth_date"])
         exam = self.date(self.exam, h["exam_date"])
         core = _doctor(h["referring"])
-        ref = f"{core}, MD" if " " in core and d.p(0.6) else f"Dr. {core}"
-        if d.p(0.5):
+        ref = f"{core}, MD" if " " in core and d.chance(0.6) else f"Dr. {core}"
+        if d.chance(0.5):
             return (f"PATIENT: {name}    MRN: {h['mrn']}    DOB: {dob}\n"
                     f"DATE OF SERVICE: {exam}    ACCESSION #: {h['accession']}\n"
                     f"ORDERING PHYSICIAN: {ref}")
@@ -995,14 +969,14 @@ class _Dictation(_Writer):
         return f"{d.pick(('HISTORY', 'CLINICAL HISTORY', 'INDICATION'))}: {d.pick(options)}"
 
     def technique(self) -> str:
-        if self.d.p(0.3):
+        if self.d.chance(0.3):
             return ""
         return ("TECHNIQUE: Multiplanar multisequence MR imaging of the cervical, thoracic and lumbar spine "
                 "was performed without IV contrast.")
 
     def comparison(self) -> str:
         d = self.d
-        if d.p(0.4):
+        if d.chance(0.4):
             return "COMPARISON: " + d.pick(("None.", "None available.", "No prior studies."))
         self.prior_day = self.prior()
         date = self.date(self.prior_day, "prior")
@@ -1012,7 +986,7 @@ class _Dictation(_Writer):
     def findings(self) -> str:
         d, rem = self.d, self.rem
         lines = [d.pick(("FINDINGS:", "FINDINGS:", "Findings:"))]
-        listhesis_in_alignment = d.p(0.5)
+        listhesis_in_alignment = d.chance(0.5)
         # ALIGNMENT
         found = [i for i in range(_N) if self.g["listhesis"][i]]
         if not found:
@@ -1020,12 +994,12 @@ class _Dictation(_Writer):
             lines.append("ALIGNMENT: " + d.pick(("Normal.", "Maintained.", "Normal. No listhesis.",
                                                  "Straightening of the normal cervical lordosis.")))
         elif not listhesis_in_alignment:
-            if d.p(0.5):
+            if d.chance(0.5):
                 lines.append("ALIGNMENT: " + d.pick(("See below.", "Listhesis as detailed below.")))
         else:
             parts = [_cap(self.listhesis(i, self.g["listhesis"][i])) for i in found]
             text = "ALIGNMENT: " + ". ".join(parts) + "."
-            if d.p(0.5):
+            if d.chance(0.5):
                 self.negate("listhesis", [i for i in range(_N) if not self.g["listhesis"][i]])
                 text += " Otherwise normal."
             lines.append(text)
@@ -1041,20 +1015,20 @@ class _Dictation(_Writer):
                 text = _cap(self.fracture(idxs, grade))
                 extra = d.pick(("age indeterminate", "no retropulsion", "no marrow edema to suggest acute fracture",
                                 "likely chronic", ""))
-                if self.prior_day is not None and d.p(0.3):
+                if self.prior_day is not None and d.chance(0.3):
                     extra = d.pick(("new compared to prior", "unchanged from prior"))
                 parts.append(text + (f", {extra}" if extra else "") + ".")
-            if d.p(0.4):
+            if d.chance(0.4):
                 self.negate("fracture", [i for i in range(_N) if not self.g["fracture"][i]])
                 parts.append("Remaining vertebral body heights are maintained.")
             lines.append("VERTEBRAE: " + " ".join(parts))
         # MARROW: here, or at the disc levels next to each vertebra
         marrow_at: dict[int, list[int]] = {}
-        if d.p(0.5):
+        if d.chance(0.5):
             for j in range(_N):
                 if rem["marrow_change"][j]:
-                    marrow_at.setdefault(j if j == 0 or d.p(0.5) else j - 1, []).append(j)
-            if not marrow_at and d.p(0.5):
+                    marrow_at.setdefault(j if j == 0 or d.chance(0.5) else j - 1, []).append(j)
+            if not marrow_at and d.chance(0.5):
                 self.negate("marrow_change", range(_N))
                 lines.append("MARROW: Normal marrow signal.")
         else:
@@ -1068,18 +1042,18 @@ class _Dictation(_Writer):
         lines.append("CORD: " + d.pick(("Normal in caliber and signal. Conus terminates at L1.",
                                         "Normal signal. Conus tip at L1-2.", "Unremarkable. Conus ends at T12-L1.")))
         # levels
-        all_cervical = d.p(0.8)
+        all_cervical = d.chance(0.8)
         for region, discs, every in (("cervical", _CERV, all_cervical), ("thoracic", _THOR, False),
                                      ("lumbar", _LUMB, True)):
             title = f"{region.upper()} SPINE:"
             lines.append("")
-            lines.append(title if d.p(0.8) else title.title())
+            lines.append(title if d.chance(0.8) else title.title())
             lines += self.region_lines(region, discs, every, marrow_at)
-        if d.p(0.3):
+        if d.chance(0.3):
             hedge = self.hedge()
             if hedge:
                 lines.append(hedge)
-        if d.p(0.3):
+        if d.chance(0.3):
             lines.append(d.pick(("Paraspinal soft tissues are unremarkable.", "Incidental note of bilateral "
                                  "renal cysts.", "Tarlov cyst at S2.")))
         return "\n".join(lines)
@@ -1102,7 +1076,7 @@ class _Dictation(_Writer):
                    and signature[abnormal[k + len(run)]] == signature[i] and not rem["listhesis"][i]
                    and i not in marrow_at and abnormal[k + len(run)] not in marrow_at):
                 run.append(abnormal[k + len(run)])
-            if len(run) >= 2 and d.p(0.7):
+            if len(run) >= 2 and d.chance(0.7):
                 lines.append(self.range_line(run))
             else:
                 run = [i]
@@ -1129,7 +1103,7 @@ class _Dictation(_Writer):
             if grade:
                 frags.append(self.phrase(cond, grade, plural=True))
                 self.take(cond, run, grade)
-        if self.try_negate(("canal_stenosis",), run) and d.p(0.5):
+        if self.try_negate(("canal_stenosis",), run) and d.chance(0.5):
             frags.append("no stenosis")
         return f"{label}: {_cap(self.join(frags))}."
 
@@ -1137,19 +1111,19 @@ class _Dictation(_Writer):
         d, rem = self.d, self.rem
         frags = []
         if self.g["listhesis"][i]:
-            frags.append(self.listhesis(i, self.g["listhesis"][i], with_level=d.p(0.3)))
-        telegraphic = d.p(0.5)
+            frags.append(self.listhesis(i, self.g["listhesis"][i], with_level=d.chance(0.3)))
+        telegraphic = d.chance(0.5)
         for cond in ("ddd", "disc_desiccation", "disc_height_loss", "disc_bulge", "disc_osteophyte",
                      "endplate_irregularity", "canal_stenosis"):
             grade = rem[cond][i]
             if not grade:
                 continue
-            if cond == "disc_bulge" and rem["canal_stenosis"][i] and d.p(0.4):
+            if cond == "disc_bulge" and rem["canal_stenosis"][i] and d.chance(0.4):
                 canal = rem["canal_stenosis"][i]
                 frags.append(self.phrase(cond, grade, article=not telegraphic)
                              + d.pick((" resulting in ", " with ", " causing ")) + self.phrase("canal_stenosis", canal))
                 self.take("canal_stenosis", [i], canal)
-            elif d.p(0.15):
+            elif d.chance(0.15):
                 frags.append(self.postfix(cond, grade))
             else:
                 frags.append(self.phrase(cond, grade, article=not telegraphic))
@@ -1157,17 +1131,17 @@ class _Dictation(_Writer):
         for j in marrow:  # vertebra i above the disc (inferior endplate) or i + 1 below it (superior endplate)
             frags.append(self.marrow([j], rem["marrow_change"][j], side="inferior" if j == i else "superior"))
         neighbours_clean = all(not self.g[c][j] for c in VERTEBRA_CONDITIONS for j in (i, i + 1) if j < _N)
-        if not frags and neighbours_clean and d.p(0.7):
+        if not frags and neighbours_clean and d.chance(0.7):
             self.negate_level(i)
             return f"{self.disc(i)}: {d.pick(('Negative.', 'Unremarkable.', 'Normal.', 'Negative.'))}"
-        if not self.g["canal_stenosis"][i] and d.p(0.5):
+        if not self.g["canal_stenosis"][i] and d.chance(0.5):
             self.negate("canal_stenosis", [i])
             frags.append(d.pick(("no canal stenosis", "no spinal stenosis", "no central stenosis")))
         if not frags:
             self.negate_level(i)
             frags.append("no disc bulge, canal stenosis, or foraminal narrowing")
-        if d.p(0.3):
-            frags.append(self.distractor_foramen(i) if d.p(0.7) else
+        if d.chance(0.3):
+            frags.append(self.distractor_foramen(i) if d.chance(0.7) else
                          d.pick(("mild facet arthropathy", "moderate facet hypertrophy", "no foraminal narrowing",
                                  "ligamentum flavum thickening")))
         text = "; ".join(frags) if telegraphic else ". ".join(_cap(f) for f in frags)
@@ -1187,39 +1161,39 @@ class _Dictation(_Writer):
     def artefacts(self, text: str) -> str:
         """Speech-recognition habits of the dictating radiologist."""
         d = self.d
-        if d.p(0.3):
+        if d.chance(0.3):
             text = re.sub(r"([.:] )([A-Z])(?=[a-z])", lambda m: m.group(1) + m.group(2).lower(), text)
-        if d.p(0.4):
+        if d.chance(0.4):
             text = "\n".join(line[:-1] if line.endswith(".") and not line[:3].rstrip(".").isdigit()
-                             and d.p(0.6) else line for line in text.split("\n"))
-        if d.p(0.06):
+                             and d.chance(0.6) else line for line in text.split("\n"))
+        if d.chance(0.06):
             k = text.find(". ", len(text) // 3)
             if k > 0:
                 text = text[:k] + " period" + text[k + 1:]
-        if d.p(0.12):
+        if d.chance(0.12):
             word = d.pick((" the ", " at ", " of ", " with ", " is "))
             k = text.find(word)
             if k >= 0:
                 text = text[:k] + word + word.lstrip() + text[k + len(word):]
-        if d.p(0.12):
+        if d.chance(0.12):
             text = _typo(text, d)
         return text
 
     def signoff(self) -> str:
         d = self.d
         rad = _doctor(self.h["radiologist"])
-        when = self.exam + dt.timedelta(days=d.int(0, 1)) if self.exam else None
-        hour, minute = d.int(7, 18), d.int(0, 59)
+        when = self.exam + dt.timedelta(days=d.randint(0, 1)) if self.exam else None
+        hour, minute = d.randint(7, 18), d.randint(0, 59)
         day = f"{when.month}/{when.day}/{when.year}" if when else self.h["exam_date"]
         sig = f"Electronically signed by: {rad}, MD on {day} at {(hour - 1) % 12 + 1}:{minute:02d} " \
               f"{'AM' if hour < 12 else 'PM'}"
-        if d.p(0.6):
+        if d.chance(0.6):
             sig += ("\nThis report was generated using voice recognition software. Unintended word substitutions "
                     "may occur; please contact the reading radiologist with any questions.")
         return sig
 
 
-def _typo(text: str, d: _Dice) -> str:
+def _typo(text: str, d: Dice) -> str:
     pattern, typo = d.pick(_TYPO_RES)
     return pattern.sub(typo, text, count=1)
 
