@@ -85,11 +85,11 @@ def test_errors(workdir: Path) -> pd.DataFrame:
     return table.assign(error=(table["predicted_age"] - table["age"]).abs())[["series_key", "subject_key", "error"]]
 
 
-def seed_mean_errors(run_dir: Path, setting: str, seeds: list[int]) -> pd.DataFrame:
-    """Each test series' absolute error averaged over `seeds` (series every seed predicted)."""
+def seed_errors(run_dir: Path, setting: str, seeds: list[int]) -> pd.DataFrame:
+    """The test series' absolute errors, one column per seed (series every seed predicted)."""
     frames = [test_errors(workdir_of(run_dir, setting, s)).set_index(["series_key", "subject_key"])["error"]
               for s in seeds]
-    return pd.concat(frames, axis=1, join="inner").mean(axis=1).rename("error").reset_index()
+    return pd.concat(frames, axis=1, join="inner", keys=seeds)
 
 
 def _flat(config: dict, prefix: str = "") -> dict:
@@ -120,11 +120,12 @@ def summarise(run_dir: Path, setting: str, axis: str, seeds: list[int] = (0,), n
     first = workdir_of(run_dir, setting, seeds[0])
     config = json.loads((first / "config.json").read_text())
     run = json.loads((first / "run.json").read_text())
-    per_seed = [test_errors(workdir_of(run_dir, setting, s))["error"].mean() for s in seeds]
     accuracy = pd.read_csv(first / "analysis" / "accuracy.csv").set_index(["split", "stage"])
     raw, corrected = accuracy.loc[("test", "uncorrected")], accuracy.loc[("test", "corrected")]
-    mine = seed_mean_errors(run_dir, setting, seeds)
-    base = seed_mean_errors(run_dir, "baseline", seeds)
+    errors = seed_errors(run_dir, setting, seeds)
+    per_seed = errors.mean(axis=0).to_numpy()
+    mine = errors.mean(axis=1).rename("error").reset_index()
+    base = seed_errors(run_dir, "baseline", seeds).mean(axis=1).rename("error").reset_index()
     paired = mine.merge(base, on=["series_key", "subject_key"], suffixes=("", "_baseline"))
     scored = peers.paired_bootstrap({"setting": paired["error"].to_numpy(),
                                      "baseline": paired["error_baseline"].to_numpy()},
