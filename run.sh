@@ -3,14 +3,21 @@
 #   ./run.sh          set up .venv, then the whole pipeline on the synthetic cohort (runs/default/)
 #   ./run.sh test     the test suite (what CI runs)
 #   ./run.sh ablate   the default pipeline, then the ablation study (data size, loss, region) and its table
+#   ./run.sh study    the same at study scale: 3,000 people in runs/study, pipeline then ablation (about 4 h on
+#                     2 cores; run it again after an interruption and it resumes where it stopped)
 #   ./run.sh setup    only create/update .venv
 # Environment: SPINEJAX_RUN (output folder, default runs/default), SPINEJAX_SUBJECTS (default 600),
 # SPINEJAX_SEED (default 0), PYTHON (interpreter for the venv, default python3).
 set -euo pipefail
 cd "$(dirname "$0")"
 
-RUN_DIR=${SPINEJAX_RUN:-runs/default}
-SUBJECTS=${SPINEJAX_SUBJECTS:-600}
+if [ "${1:-all}" = study ]; then  # study scale: its own folder and 5x the people
+  RUN_DIR=${SPINEJAX_RUN:-runs/study}
+  SUBJECTS=${SPINEJAX_SUBJECTS:-3000}
+else
+  RUN_DIR=${SPINEJAX_RUN:-runs/default}
+  SUBJECTS=${SPINEJAX_SUBJECTS:-600}
+fi
 SEED=${SPINEJAX_SEED:-0}
 PY=.venv/bin/python
 
@@ -41,6 +48,9 @@ setup() {
   else
     echo "requirements.txt unchanged since the last install; nothing to install"
   fi
+  # spinejax's oneDNN convolution for CPU training (spinejax/native/): compiled once per source and library; if it
+  # cannot be built here, training still runs, with XLA's convolution, and the line says why
+  "${PY}" -m spinejax.native.build || true
 }
 
 secret() {  # the key for pseudonymous ids: made once per run folder, kept out of every output
@@ -129,11 +139,12 @@ pipeline() {
 case "${1:-all}" in
   all) stage "set-up" setup; pipeline ;;
   setup) stage "set-up" setup ;;
-  ablate)
+  ablate|study)
     stage "set-up" setup
     pipeline
+    # SPINEJAX_ABLATE_ONLY: a comma list of settings (analysis.ablation --only); default all of them
     stage "ablation study (data size, loss, region) -> ${RUN_DIR}/ablation" \
-      "${PY}" -m analysis.ablation --run_dir="${RUN_DIR}" ;;
+      "${PY}" -m analysis.ablation --run_dir="${RUN_DIR}" --only="${SPINEJAX_ABLATE_ONLY:-}" ;;
   test) stage "set-up" setup; stage "lint" .venv/bin/ruff check .; stage "tests" "${PY}" -m pytest tests ;;
-  *) echo "usage: ./run.sh [test|ablate|setup]" >&2; exit 2 ;;
+  *) echo "usage: ./run.sh [test|ablate|study|setup]" >&2; exit 2 ;;
 esac

@@ -1,14 +1,15 @@
 """3D convolutions (stride 1, SAME padding, channels last) written in several equal ways.
 
-XLA:CPU runs a 3D convolution and its two gradients with generic loops, while its 2D convolution goes to
-YNNPACK (../shared/PERF_NOTES.md), so on CPU the model writes each 3D convolution as one 2D convolution over
-the depth-shifted inputs stacked on channels, with a kernel gradient summed over pieces of the batch. The sum
-over the kernel's depth taps is the same arithmetic in another order: results equal `lax.conv_general_dilated`
-to float32 rounding. The CPU preset's train step runs about 2.5x faster this way on a 2-core Xeon (AVX-512).
-On GPU/TPU, cuDNN and XLA:TPU run the 3D convolution itself best, so 'auto' keeps it there.
+XLA:CPU runs a 3D convolution and its two gradients with generic loops, several times slower than oneDNN
+(../shared/PERF_NOTES.md, README "Training"). So on CPU the model calls oneDNN's convolution primitives
+through spinejax's FFI targets ('onednn': spinejax/native/, built by `python -m spinejax.native.build`), and
+without that library it writes each 3D convolution as one 2D convolution over the depth-shifted inputs stacked
+on channels ('depth_concat'), which XLA:CPU runs through YNNPACK. Every method is the same arithmetic in
+another order: results equal `lax.conv_general_dilated` to float32 rounding (tests/test_conv.py). On GPU/TPU,
+cuDNN and XLA:TPU run the 3D convolution itself best, so 'auto' keeps it there.
 
 Every function takes x [batch, d, h, w, c_in] and kernel [kd, kh, kw, c_in, c_out] of one floating dtype
-(odd kernel sizes) and returns [batch, d, h, w, c_out] of that dtype.
+(odd kernel sizes; 'onednn': float32 only) and returns [batch, d, h, w, c_out] of that dtype.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-METHODS = ("auto", "xla", "depth_concat")
+from spinejax.native import library as native
+
+METHODS = ("auto", "xla", "depth_concat", "onednn")
 
 
 def conv3d_xla(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
@@ -91,17 +94,60 @@ def conv3d_depth_concat(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
     return conv2d(shifted.reshape(b * d, h, w, kd * c), taps).reshape(b, d, h, w, co)
 
 
+def _onednn(target: str, shape: tuple[int, ...], *args: jnp.ndarray) -> jnp.ndarray:
+    """One of spinejax/native's FFI targets, float32 result of `shape`."""
+    native.load()
+    return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(shape, jnp.float32))(*args)
+
+
+@jax.custom_vjp
+def conv3d_onednn(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+    """oneDNN's 3D convolution (float32, CPU), with oneDNN's input and kernel gradients as its VJP."""
+    if x.dtype != jnp.float32 or kernel.dtype != jnp.float32:
+        raise TypeError(f"conv 'onednn' computes in float32, not {x.dtype}/{kernel.dtype}: use 'depth_concat'")
+    return _onednn("spinejax_onednn_conv3d_forward", x.shape[:4] + kernel.shape[4:], x, kernel)
+
+
+def _onednn_fwd(x, kernel):
+    return conv3d_onednn(x, kernel), (x, kernel)
+
+
+def _onednn_bwd(residuals, g):
+    x, kernel = residuals
+    g = g.astype(jnp.float32)
+    return (_onednn("spinejax_onednn_conv3d_backward_data", x.shape, g, kernel),
+            _onednn("spinejax_onednn_conv3d_backward_weights", kernel.shape, x, g))
+
+
+conv3d_onednn.defvjp(_onednn_fwd, _onednn_bwd)
+
+
 FUNCTIONS: dict[str, Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]] = {
-    "xla": conv3d_xla, "depth_concat": conv3d_depth_concat}
+    "xla": conv3d_xla, "depth_concat": conv3d_depth_concat, "onednn": conv3d_onednn}
 
 
-def resolve(method: str, backend: str | None = None) -> str:
-    """'auto' -> the best method for `backend` (default: jax.default_backend()); other names are checked."""
+def resolve(method: str, backend: str | None = None, dtype=jnp.float32) -> str:
+    """'auto' -> the best method for `backend` (default: jax.default_backend()) and compute `dtype`; other names
+    are checked ('onednn' needs the built library, a CPU and float32).
+
+    'auto' on CPU is 'onednn' for float32 in a single-device process when the library is built, else
+    'depth_concat'. (XLA's partitioner cannot split a custom call over devices; it would gather the batch.)
+    """
     if method not in METHODS:
         raise ValueError(f"unknown convolution {method!r}; choose one of {METHODS}")
+    backend = backend or jax.default_backend()
+    if method == "onednn":
+        if backend != "cpu" or jnp.dtype(dtype) != jnp.float32:
+            raise ValueError(f"conv 'onednn' runs float32 on CPU only, not {jnp.dtype(dtype)} on {backend}")
+        native.load()  # says how to build it when it is not built
+        return method
     if method != "auto":
         return method
-    return "depth_concat" if (backend or jax.default_backend()) == "cpu" else "xla"
+    if backend != "cpu":
+        return "xla"
+    if jnp.dtype(dtype) == jnp.float32 and jax.device_count() == 1 and native.available():
+        return "onednn"
+    return "depth_concat"
 
 
 def as_conv_general_dilated(method: str) -> Callable:

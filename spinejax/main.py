@@ -32,9 +32,12 @@ def main(argv):
     del argv
     if not flags.FLAGS["verbosity"].present:  # orbax and grain log every step at INFO
         logging.set_verbosity(logging.WARNING)
-    from spinejax import distributed, host_memory, train  # after flag parsing: jax must see XLA_FLAGS first
+    from spinejax import host_memory
 
-    host_memory.keep_freed_memory()  # before JAX starts its threads
+    # Before jax is imported (after flag parsing: jax must see XLA_FLAGS first): set after the import, the CPU
+    # preset's train step runs about 15% slower (../shared/PERF_NOTES.md).
+    host_memory.keep_freed_memory()
+    from spinejax import distributed, train
 
     config = flags.FLAGS.config
     for key in ("records_dir", "eligibility_csv"):

@@ -83,7 +83,7 @@ class AgeCNN(nn.Module):
             x = space_to_depth(x, self.stem_space_to_depth)
         norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                                     dtype=self.dtype, axis_name=None)
-        conv3d = conv.as_conv_general_dilated(conv.resolve(self.conv))
+        conv3d = conv.as_conv_general_dilated(conv.resolve(self.conv, dtype=self.dtype))
         for width, pool in zip(self.channels, self.pools):
             x = nn.Conv(width, (3, 3, 3), padding="SAME", use_bias=False, dtype=self.dtype,
                         conv_general_dilated=conv3d)(x)

@@ -23,13 +23,14 @@ SHAPES = [((2, 5, 7, 9, 1, 8), (3, 3, 3)), ((3, 4, 6, 5, 8, 16), (3, 3, 3)), ((2
           ((1, 1, 3, 3, 8, 8), (3, 3, 3)), ((2, 6, 5, 7, 8, 16), (3, 1, 5))]
 
 
+@pytest.mark.parametrize("method", ["depth_concat", "onednn"])
 @pytest.mark.parametrize("shape,kernel_size", SHAPES)
-def test_depth_concat_equals_xla_values_and_gradients(shape, kernel_size):
+def test_each_method_equals_xla_values_and_gradients(method, shape, kernel_size):
     b, d, h, w, ci, co = shape
     rng = np.random.default_rng(sum(shape))
     x = jnp.asarray(rng.normal(size=(b, d, h, w, ci)), jnp.float32)
     kernel = jnp.asarray(rng.normal(size=(*kernel_size, ci, co)), jnp.float32)
-    y, pullback = jax.vjp(conv.conv3d_depth_concat, x, kernel)
+    y, pullback = jax.jit(lambda x, k: jax.vjp(conv.FUNCTIONS[method], x, k))(x, kernel)
     y_ref, pullback_ref = jax.vjp(conv.conv3d_xla, x, kernel)
     assert y.dtype == jnp.float32
     assert_close(y, y_ref, "output")
@@ -38,12 +39,32 @@ def test_depth_concat_equals_xla_values_and_gradients(shape, kernel_size):
         assert_close(grad, grad_ref, name)
 
 
-def test_auto_picks_by_backend_and_unknown_names_fail():
-    assert conv.resolve("auto", "cpu") == "depth_concat"
+def test_auto_picks_by_backend_and_dtype_and_unknown_names_fail():
+    # ./run.sh setup builds spinejax/native's library, so on CPU 'auto' is oneDNN's convolution for float32.
+    assert conv.resolve("auto", "cpu") == "onednn"
+    assert conv.resolve("auto", "cpu", jnp.bfloat16) == "depth_concat"
     assert conv.resolve("auto", "gpu") == conv.resolve("auto", "tpu") == "xla"
     assert conv.resolve("xla", "cpu") == "xla"
     with pytest.raises(ValueError, match="unknown convolution"):
         conv.resolve("fft")
+    with pytest.raises(ValueError, match="float32 on CPU only"):
+        conv.resolve("onednn", "gpu")
+    with pytest.raises(TypeError, match="computes in float32"):
+        conv.conv3d_onednn(jnp.zeros((1, 3, 3, 3, 2), jnp.bfloat16), jnp.zeros((3, 3, 3, 2, 2), jnp.bfloat16))
+
+
+def test_onednn_library_is_rebuilt_for_a_changed_source_never_reused(tmp_path, monkeypatch):
+    from spinejax.native import library
+
+    monkeypatch.setenv("SPINEJAX_NATIVE_DIR", str(tmp_path))
+    first = library.library_path()
+    changed = tmp_path / "onednn_conv.cc"
+    changed.write_text(library.SOURCE.read_text() + "\n// changed\n")
+    monkeypatch.setattr(library, "SOURCE", changed)
+    assert library.library_path() != first and library.library_path().parent == tmp_path
+    path, compiled = library.build()
+    assert compiled and path.is_file() and not list(tmp_path.glob(".*partial"))
+    assert library.build() == (path, False)
 
 
 def test_nn_conv_refuses_what_the_formulation_does_not_compute():
@@ -53,12 +74,13 @@ def test_nn_conv_refuses_what_the_formulation_does_not_compute():
         layer.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 4, 2)))
 
 
-def test_age_cnn_is_the_same_function_with_either_convolution():
+@pytest.mark.parametrize("method", ["depth_concat", "onednn"])
+def test_age_cnn_is_the_same_function_with_each_convolution(method):
     make = lambda method: models.AgeCNN(channels=(8, 16), pools=((2, 2, 2), (1, 2, 2)), head_channels=8,
                                         stem_space_to_depth=(2, 2, 2), conv=method)
     rng = np.random.default_rng(0)
     volume = jnp.asarray(rng.normal(size=(3, 8, 20, 12, 1)), jnp.float32)
-    fast, reference = make("depth_concat"), make("xla")
+    fast, reference = make(method), make("xla")
     variables = reference.init(jax.random.PRNGKey(0), volume, train=False)
     fast_variables = fast.init(jax.random.PRNGKey(0), volume, train=False)
     # Same parameter tree (names, shapes) and the same initial values: checkpoints load into either.

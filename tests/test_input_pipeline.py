@@ -89,3 +89,17 @@ def test_the_training_loader_augments_inside_the_mask_and_reproducibly(training_
         assert not np.array_equal(on["volume"][k, ..., 0], element["volume"])
         # Shifted by at most shift_voxels and maybe flipped: nothing outside the mask's reach becomes non-zero.
         assert np.count_nonzero(on["volume"][k]) <= np.count_nonzero(element["mask"])
+
+
+def test_bias_field_is_the_exp_of_the_seven_term_quadratic():
+    # augment._bias_field factors the field into a depth profile times a rows x cols plane; the values are those of
+    # the quadratic exp(c . (z, y, x, z^2, y^2, x^2, y x)) with the seven coefficients drawn in that order.
+    shape, strength = (5, 12, 7), 0.3
+    field = augment._bias_field(shape, np.random.default_rng(3), strength)
+    draws = np.random.default_rng(3)
+    c = [draws.normal(0, strength) for _ in range(7)]
+    z, y, x = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    expected = np.exp(c[0] * z + c[1] * y + c[2] * x + c[3] * z * z + c[4] * y * y + c[5] * x * x + c[6] * y * x)
+    assert field.dtype == np.float32 and field.shape == shape
+    np.testing.assert_allclose(field, expected, rtol=1e-5)
+    assert np.ptp(np.log(field)) > 0.1  # not a constant field

@@ -15,7 +15,7 @@ PIPELINE = ("spinejax", "spinejax/scans", "spinejax/cohort", "data_prep/records"
 CHECKOUT_ONLY = ("data_prep", "analysis", "configs")  # top-level folders that `pip install .` does not install
 CLIS = {"data_prep.build_records", "data_prep.eligibility", "data_prep.synthesize", "data_prep.report_features",
         "spinejax.main",
-        "spinejax.predict", "spinejax.export"}
+        "spinejax.predict", "spinejax.export", "spinejax.native.build", "spinejax.train_benchmark"}
 
 
 def _modules(folder: str) -> list[str]:
