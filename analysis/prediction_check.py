@@ -7,7 +7,7 @@
 layout: DIR/scans/ gets the test split's scans as the cohort holds them (DICOM files, NIfTI files and masks,
 linked, not copied) with a reports table of their ages, so predict reads exactly what build_records read.
 compare: joins DIR/predicted/predictions.csv to W/predictions/test.csv by keyed series id and writes
-DIR/check.json: how many predictions equal evaluate's (at its 3 decimals), the largest difference, and the
+DIR/check.json: how many predictions equal evaluate's (to EQUAL_WITHIN_YEARS), the largest difference, and the
 intervals' empirical coverage and mean width on the test split (split-conformal, fitted on validation).
 """
 
@@ -65,6 +65,12 @@ def layout(cohort: Path, records: Path, secret: bytes, out: Path) -> int:
     return len(rows)
 
 
+# Both files hold ages to 0.001 years. The same model on the same voxels in another batch (oneDNN picks its CPU
+# kernels by batch size) differs in float32 rounding, under 1e-4 years, which can cross a rounding edge: one unit
+# of the last decimal is "equal"; a preprocessing or model difference is far larger.
+EQUAL_WITHIN_YEARS = 0.0015
+
+
 def compare(workdir: Path, secret: bytes, out: Path) -> dict:
     """check.json's content (module docstring)."""
     predicted = pd.read_csv(out / "predicted" / "predictions.csv", dtype={"series_id": str})
@@ -74,7 +80,8 @@ def compare(workdir: Path, secret: bytes, out: Path) -> dict:
     difference = (joined["predicted_age_predict"].round(3) - joined["predicted_age_evaluate"]).abs()
     inside = (joined["interval_low"] <= joined["age_evaluate"]) & (joined["age_evaluate"] <= joined["interval_high"])
     result = {"test_records": len(evaluated), "predicted": int(joined["predicted_age_predict"].notna().sum()),
-              "equal_to_evaluate": int((difference == 0).sum()), "max_abs_difference_years": float(difference.max()),
+              "equal_to_evaluate": int((difference <= EQUAL_WITHIN_YEARS).sum()),
+              "max_abs_difference_years": float(difference.max()),
               "interval_level": float(predicted["interval_level"].dropna().iloc[0]),
               "interval_coverage": float(inside.mean()),
               "interval_mean_width_years": float((joined["interval_high"] - joined["interval_low"]).mean())}

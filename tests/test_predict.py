@@ -65,8 +65,11 @@ def test_predict_from_the_raw_scans_equals_evaluate(exported, evaluated, trainin
     assert (table["status"] == "ok").all()
     assert table["qc_picture"].map(lambda p: (check / "predicted" / p).is_file()).all()
     assert (check / "predicted" / "index.html").stat().st_size > 1000
-    # 40 held-out people: the 90% interval's coverage lies in the binomial range a correct method gives.
-    assert 0.75 <= result["interval_coverage"] <= 1.0 and np.isfinite(result["interval_mean_width_years"])
+    # About 33 test and 30 calibration people: a correct split-conformal 90% interval's coverage is
+    # beta-binomial here, under 0.75 in about 1 draw in 20 (0.70 was seen with AVX2 kernels) and under 0.5 in
+    # well under 1 in 1,000; intervals that ignore the calibration (no width, wrong centre) cover almost nobody.
+    assert 0.5 <= result["interval_coverage"] <= 1.0
+    assert 0 < result["interval_mean_width_years"] < 40
 
 
 def test_a_tampered_or_foreign_bundle_is_refused(exported, tmp_path):
