@@ -68,9 +68,10 @@ def get_config(arg: str | None = None, *, values_taken: int = 0) -> ml_collectio
     config.model.dropout = 0.5
     config.model.dtype = "float32"  # 'bfloat16': mixed precision (parameters stay float32)
     # How the 3x3x3 convolutions run; every choice computes the same function with the same parameters.
-    # 'auto': 'depth_concat' on CPU, 'xla' elsewhere. 'xla': XLA's 3D convolution (what cuDNN and TPUs run
-    # best). 'depth_concat': the depth shifts stacked on channels and one 2D convolution, which XLA:CPU runs
-    # several times faster than its 3D one (spinejax/conv.py, ../shared/PERF_NOTES.md).
+    # 'auto': 'onednn' on CPU (float32, one device, library built), else 'depth_concat' on CPU, 'xla' elsewhere.
+    # 'onednn': oneDNN's convolution primitives as XLA FFI targets (spinejax/native/). 'xla': XLA's 3D
+    # convolution (what cuDNN and TPUs run best). 'depth_concat': the depth shifts stacked on channels and one 2D
+    # convolution, which XLA:CPU runs faster than its 3D one (spinejax/conv.py, README "Training", Speed).
     config.model.conv = "auto"
 
     config.loss = ml_collections.ConfigDict()

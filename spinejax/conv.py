@@ -14,6 +14,8 @@ Every function takes x [batch, d, h, w, c_in] and kernel [kd, kh, kw, c_in, c_ou
 
 from __future__ import annotations
 
+import functools
+import sys
 from collections.abc import Callable
 
 import jax
@@ -97,12 +99,15 @@ def conv3d_depth_concat(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
 def _onednn(target: str, shape: tuple[int, ...], *args: jnp.ndarray) -> jnp.ndarray:
     """One of spinejax/native's FFI targets, float32 result of `shape`."""
     native.load()
-    return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(shape, jnp.float32))(*args)
+    # Under vmap, one call per mapped element (the targets take one batch axis).
+    return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(shape, jnp.float32), vmap_method="sequential")(*args)
 
 
 @jax.custom_vjp
 def conv3d_onednn(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
-    """oneDNN's 3D convolution (float32, CPU), with oneDNN's input and kernel gradients as its VJP."""
+    """oneDNN's 3D convolution (float32, CPU), with oneDNN's input and kernel gradients as its VJP.
+
+    First-order reverse mode only: a gradient of the gradient (or forward mode) is an error, not a wrong value."""
     if x.dtype != jnp.float32 or kernel.dtype != jnp.float32:
         raise TypeError(f"conv 'onednn' computes in float32, not {x.dtype}/{kernel.dtype}: use 'depth_concat'")
     return _onednn("spinejax_onednn_conv3d_forward", x.shape[:4] + kernel.shape[4:], x, kernel)
@@ -139,15 +144,26 @@ def resolve(method: str, backend: str | None = None, dtype=jnp.float32) -> str:
     if method == "onednn":
         if backend != "cpu" or jnp.dtype(dtype) != jnp.float32:
             raise ValueError(f"conv 'onednn' runs float32 on CPU only, not {jnp.dtype(dtype)} on {backend}")
+        if jax.device_count() > 1:  # it would compute the whole batch on every device, silently
+            raise ValueError(f"conv 'onednn' runs in a single-device process, not on {jax.device_count()} devices: "
+                             "use 'auto' or 'depth_concat'")
         native.load()  # says how to build it when it is not built
         return method
     if method != "auto":
         return method
     if backend != "cpu":
         return "xla"
-    if jnp.dtype(dtype) == jnp.float32 and jax.device_count() == 1 and native.available():
-        return "onednn"
+    if jnp.dtype(dtype) == jnp.float32 and jax.device_count() == 1:
+        if native.available():
+            return "onednn"
+        _warn_once("spinejax.conv: the oneDNN convolution is not built here (python -m spinejax.native.build); "
+                   "CPU training uses XLA's, about 2x slower")
     return "depth_concat"
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def as_conv_general_dilated(method: str) -> Callable:

@@ -20,12 +20,13 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from spinejax import age_metrics, checkpointing, distributed, inference, input_pipeline, losses, models, steps
+from spinejax import age_metrics, checkpointing, conv, distributed, inference, input_pipeline, losses, models, steps
 from spinejax.errors import InputError
 from spinejax.metric_writer import MetricWriter
 
@@ -116,7 +117,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
                  "steps_per_epoch": steps_per_epoch, "train_records": len(train_rows.rows),
                  "validation_records": len(val_rows.rows), "selection_sha256": selection, "devices": jax.device_count(),
                  "processes": jax.process_count(), "platform": jax.devices()[0].platform,
-                 "jax": jax.__version__}
+                 "conv": conv.resolve(config.model.conv, dtype=jnp.dtype(config.model.dtype)), "jax": jax.__version__}
     if is_writer:
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
         (workdir / "run.json").write_text(json.dumps(run_facts, indent=2) + "\n")

@@ -34,7 +34,8 @@ from spinejax import host_memory
 
 # As training does (spinejax/main.py), before jax is imported: set after the import, the CPU preset's step
 # measured about 15% slower. --nokeep_freed_memory measures without it.
-if "--nokeep_freed_memory" not in sys.argv:
+if not {"--nokeep_freed_memory", "--keep_freed_memory=false", "--keep_freed_memory=False",
+        "--keep_freed_memory=0"} & set(sys.argv):
     host_memory.keep_freed_memory()
 
 import jax  # noqa: E402

@@ -103,3 +103,15 @@ def test_age_cnn_is_the_same_function_with_each_convolution(method):
         assert_close(grad, ref, f"gradient {jax.tree_util.keystr(path)}")
     infer = lambda model: jax.jit(lambda v: model.apply(v, volume, train=False))(variables)
     assert_close(infer(fast), infer(reference), "inference output")
+
+
+def test_onednn_under_vmap_and_its_targets_refuse_a_mismatched_buffer():
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(3, 2, 4, 5, 6, 8)), jnp.float32)  # a mapped axis in front of the batch
+    kernel = jnp.asarray(rng.normal(size=(3, 3, 3, 8, 4)), jnp.float32)
+    mapped = jax.vmap(conv.conv3d_onednn, in_axes=(0, None))(x, kernel)
+    assert_close(mapped, jax.vmap(conv.conv3d_xla, in_axes=(0, None))(x, kernel), "vmapped output")
+    # The FFI target checks the result buffer against the geometry instead of writing past it.
+    wrong = jax.ffi.ffi_call("spinejax_onednn_conv3d_forward", jax.ShapeDtypeStruct((2, 4, 5, 6, 3), jnp.float32))
+    with pytest.raises(Exception, match="expects x"):
+        jax.block_until_ready(wrong(x[0], kernel))

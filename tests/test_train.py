@@ -74,6 +74,7 @@ def test_training_learns_age_and_writes_its_logs(learned_run, training_records):
     assert lines[-1]["val_mae"] == pytest.approx(summary["val_mae"])
     run = json.loads((workdir / "run.json").read_text())
     assert run["plan_hash"] == json.loads((training_records / "manifest.json").read_text())["plan_hash"]
+    assert run["conv"] == "onednn"  # one CPU device, float32, the library built by ./run.sh setup
     assert run["head"]["mean_years"] == pytest.approx(train_ages.mean())
     assert json.loads((workdir / "config.json").read_text())["model"]["channels"] == list(config.model.channels)
     assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
@@ -226,7 +227,7 @@ def test_two_processes_train_together_and_agree(training_records, tmp_path):
     assert prints[0].startswith("process 0/2: step 12") and prints[1].startswith("process 1/2: step 12")
     assert prints[0].split()[-1] == prints[1].split()[-1]
     run = json.loads((tmp_path / "run.json").read_text())
-    assert (run["devices"], run["processes"]) == (4, 2)
+    assert (run["devices"], run["processes"]) == (4, 2) and run["conv"] == "depth_concat"  # XLA's, on 4 devices
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines if m["kind"] == "train"] == [3, 6, 9, 12]  # written once, by process 0
     assert checkpointing.manager(tmp_path, keep=2, read_only=True).all_steps() == [6, 12]

@@ -50,12 +50,23 @@ def onednn_dirs() -> tuple[Path, Path]:
     return include, lib
 
 
+def _compile_command(output: Path) -> list[str]:
+    """The compiler's command line for onednn_conv.cc -> `output`."""
+    import jax
+
+    include, lib = onednn_dirs()
+    return [os.environ.get("CXX") or "c++", "-O2", "-std=c++17", "-shared", "-fPIC", "-w",
+            f"-I{jax.ffi.include_dir()}", f"-I{include}", str(SOURCE), "-o", str(output), f"-L{lib}", "-ldnnl",
+            f"-Wl,-rpath,{lib}"]
+
+
 def library_path() -> Path:
-    """Where the library made from the present source, jaxlib and oneDNN is (or would be) built."""
+    """Where the library made from the present source, jaxlib, oneDNN and compile command is (or would be) built."""
     include, _ = onednn_dirs()
     digest = hashlib.sha256()
     for part in (SOURCE.read_bytes(), importlib.metadata.version("jaxlib").encode(),
-                 (include / "dnnl_version.h").read_bytes(), platform.machine().encode()):
+                 (include / "dnnl_version.h").read_bytes(), platform.machine().encode(),
+                 " ".join(_compile_command(Path("OUT"))).encode()):  # flags, include and library paths
         digest.update(hashlib.sha256(part).digest())
     folder = Path(os.environ.get("SPINEJAX_NATIVE_DIR") or Path(sys.prefix) / "lib" / "spinejax-native")
     return folder / f"libspinejax_onednn-{digest.hexdigest()[:16]}.so"
@@ -65,19 +76,15 @@ def build() -> tuple[Path, bool]:
     """(library path, whether it was compiled now): compiles onednn_conv.cc unless that build exists.
 
     Written under a temporary name and renamed, so a killed build leaves no half library behind."""
-    import jax
-
     path = library_path()
     if path.is_file():
         return path, False
-    include, lib = onednn_dirs()
-    compiler = os.environ.get("CXX") or "c++"
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+    command = _compile_command(partial)
+    compiler = command[0]
     if shutil.which(compiler) is None:
         raise NativeUnavailable(f"no C++ compiler ({compiler}) to build {SOURCE.name}; set CXX or install g++")
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
-    command = [compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-w", f"-I{jax.ffi.include_dir()}", f"-I{include}",
-               str(SOURCE), "-o", str(partial), f"-L{lib}", "-ldnnl", f"-Wl,-rpath,{lib}"]
     try:
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
@@ -86,6 +93,9 @@ def build() -> tuple[Path, bool]:
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
+    for older in path.parent.glob("libspinejax_onednn-*.so"):  # earlier builds, spinejax's own files
+        if older != path:
+            older.unlink(missing_ok=True)
     return path, True
 
 

@@ -55,7 +55,14 @@ bool GeometryOf(ffi::Span<const int64_t> x, ffi::Span<const int64_t> k, Geometry
   return true;
 }
 
-const char kShapeError[] = "spinejax onednn conv: expects x [n,d,h,w,ci] and kernel [kd,kh,kw,ci,co]";
+// True when `y` is [n, d, h, w, co] of the geometry: the output (or its cotangent) fits what oneDNN writes (reads).
+bool IsOutput(ffi::Span<const int64_t> y, const Geometry& g) {
+  return y.size() == 5 && y[0] == g.dst[0] && y[1] == g.dst[2] && y[2] == g.dst[3] && y[3] == g.dst[4] &&
+         y[4] == g.dst[1];
+}
+
+const char kShapeError[] =
+    "spinejax onednn conv: expects x [n,d,h,w,ci], kernel [kd,kh,kw,ci,co] and y (or dy) [n,d,h,w,co]";
 
 struct Primitives {
   dnnl::convolution_forward::primitive_desc fwd;
@@ -109,7 +116,9 @@ memory KernelAs(const Geometry& g, void* data, const memory::desc& want, dnnl::s
 
 ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k, ffi::ResultBuffer<ffi::F32> y) {
   Geometry g;
-  if (!GeometryOf(x.dimensions(), k.dimensions(), g)) return ffi::Error::InvalidArgument(kShapeError);
+  if (!GeometryOf(x.dimensions(), k.dimensions(), g) || !IsOutput(y->dimensions(), g)) {
+    return ffi::Error::InvalidArgument(kShapeError);
+  }
   return Guarded([&] {
     Primitives& p = PrimitivesOf(g);
     dnnl::stream s(Engine());
@@ -125,7 +134,9 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k, ffi::Result
 // dx = conv_transpose(dy, k): dy [n, d, h, w, co], k [kd, kh, kw, ci, co] -> dx [n, d, h, w, ci].
 ffi::Error BackwardData(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> k, ffi::ResultBuffer<ffi::F32> dx) {
   Geometry g;
-  if (!GeometryOf(dx->dimensions(), k.dimensions(), g)) return ffi::Error::InvalidArgument(kShapeError);
+  if (!GeometryOf(dx->dimensions(), k.dimensions(), g) || !IsOutput(dy.dimensions(), g)) {
+    return ffi::Error::InvalidArgument(kShapeError);
+  }
   return Guarded([&] {
     Primitives& p = PrimitivesOf(g);
     dnnl::stream s(Engine());
@@ -142,7 +153,9 @@ ffi::Error BackwardData(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> k, ffi::
 // dk = sum over positions of x (x) dy: x [n, d, h, w, ci], dy [n, d, h, w, co] -> dk [kd, kh, kw, ci, co].
 ffi::Error BackwardWeights(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy, ffi::ResultBuffer<ffi::F32> dk) {
   Geometry g;
-  if (!GeometryOf(x.dimensions(), dk->dimensions(), g)) return ffi::Error::InvalidArgument(kShapeError);
+  if (!GeometryOf(x.dimensions(), dk->dimensions(), g) || !IsOutput(dy.dimensions(), g)) {
+    return ffi::Error::InvalidArgument(kShapeError);
+  }
   return Guarded([&] {
     Primitives& p = PrimitivesOf(g);
     dnnl::stream s(Engine());
