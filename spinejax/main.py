@@ -35,7 +35,7 @@ def main(argv):
     from spinejax import host_memory
 
     # Before jax is imported (after flag parsing: jax must see XLA_FLAGS first): set after the import, the CPU
-    # preset's train step runs about 15% slower (../shared/PERF_NOTES.md).
+    # preset's train step runs about 15% slower (README "Training", Speed).
     host_memory.keep_freed_memory()
     from spinejax import distributed, train
 

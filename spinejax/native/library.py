@@ -28,6 +28,8 @@ import sys
 import uuid
 from pathlib import Path
 
+from spinejax.errors import InputError
+
 SOURCE = Path(__file__).with_name("onednn_conv.cc")
 # FFI target name (as jax.ffi.ffi_call names it) -> the handler's symbol in the library.
 TARGETS = {
@@ -37,8 +39,8 @@ TARGETS = {
 }
 
 
-class NativeUnavailable(RuntimeError):
-    """The compiled kernels cannot be built or loaded here (the message says why, in one line)."""
+class NativeUnavailable(InputError):
+    """The compiled kernels cannot be built or loaded here (the message says why and what to do, in one line)."""
 
 
 def onednn_dirs() -> tuple[Path, Path]:

@@ -42,9 +42,11 @@ struct Geometry {
   memory::dims src, weights, dst, strides{1, 1, 1}, pad_l, pad_r;
 };
 
-// x [n, d, h, w, ci], kernel [kd, kh, kw, ci, co] -> oneDNN's logical dims (NCDHW, OIDHW).
-bool GeometryOf(ffi::Span<const int64_t> x, ffi::Span<const int64_t> k, Geometry& g) {
-  if (x.size() != 5 || k.size() != 5 || x[4] != k[3]) return false;
+// x [n, d, h, w, ci], kernel [kd, kh, kw, ci, co] -> oneDNN's logical dims (NCDHW, OIDHW); false unless y (the
+// output, or its cotangent) is [n, d, h, w, co], so no buffer is read or written past its end.
+bool GeometryOf(ffi::Span<const int64_t> x, ffi::Span<const int64_t> k, ffi::Span<const int64_t> y, Geometry& g) {
+  if (x.size() != 5 || k.size() != 5 || y.size() != 5 || x[4] != k[3]) return false;
+  if (y[0] != x[0] || y[1] != x[1] || y[2] != x[2] || y[3] != x[3] || y[4] != k[4]) return false;
   g.src = {x[0], x[4], x[1], x[2], x[3]};
   g.weights = {k[4], k[3], k[0], k[1], k[2]};
   g.dst = {x[0], k[4], x[1], x[2], x[3]};
@@ -55,22 +57,16 @@ bool GeometryOf(ffi::Span<const int64_t> x, ffi::Span<const int64_t> k, Geometry
   return true;
 }
 
-// True when `y` is [n, d, h, w, co] of the geometry: the output (or its cotangent) fits what oneDNN writes (reads).
-bool IsOutput(ffi::Span<const int64_t> y, const Geometry& g) {
-  return y.size() == 5 && y[0] == g.dst[0] && y[1] == g.dst[2] && y[2] == g.dst[3] && y[3] == g.dst[4] &&
-         y[4] == g.dst[1];
-}
-
 const char kShapeError[] =
     "spinejax onednn conv: expects x [n,d,h,w,ci], kernel [kd,kh,kw,ci,co] and y (or dy) [n,d,h,w,co]";
 
 struct Primitives {
   dnnl::convolution_forward::primitive_desc fwd;
   dnnl::convolution_forward fwd_prim;
-  dnnl::convolution_backward_data bwd_data_prim;
   dnnl::convolution_backward_data::primitive_desc bwd_data;
-  dnnl::convolution_backward_weights bwd_weights_prim;
+  dnnl::convolution_backward_data bwd_data_prim;
   dnnl::convolution_backward_weights::primitive_desc bwd_weights;
+  dnnl::convolution_backward_weights bwd_weights_prim;
 };
 
 std::string Key(const Geometry& g) {
@@ -116,7 +112,7 @@ memory KernelAs(const Geometry& g, void* data, const memory::desc& want, dnnl::s
 
 ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k, ffi::ResultBuffer<ffi::F32> y) {
   Geometry g;
-  if (!GeometryOf(x.dimensions(), k.dimensions(), g) || !IsOutput(y->dimensions(), g)) {
+  if (!GeometryOf(x.dimensions(), k.dimensions(), y->dimensions(), g)) {
     return ffi::Error::InvalidArgument(kShapeError);
   }
   return Guarded([&] {
@@ -134,7 +130,7 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k, ffi::Result
 // dx = conv_transpose(dy, k): dy [n, d, h, w, co], k [kd, kh, kw, ci, co] -> dx [n, d, h, w, ci].
 ffi::Error BackwardData(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> k, ffi::ResultBuffer<ffi::F32> dx) {
   Geometry g;
-  if (!GeometryOf(dx->dimensions(), k.dimensions(), g) || !IsOutput(dy.dimensions(), g)) {
+  if (!GeometryOf(dx->dimensions(), k.dimensions(), dy.dimensions(), g)) {
     return ffi::Error::InvalidArgument(kShapeError);
   }
   return Guarded([&] {
@@ -153,7 +149,7 @@ ffi::Error BackwardData(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> k, ffi::
 // dk = sum over positions of x (x) dy: x [n, d, h, w, ci], dy [n, d, h, w, co] -> dk [kd, kh, kw, ci, co].
 ffi::Error BackwardWeights(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy, ffi::ResultBuffer<ffi::F32> dk) {
   Geometry g;
-  if (!GeometryOf(x.dimensions(), dk->dimensions(), g) || !IsOutput(dy.dimensions(), g)) {
+  if (!GeometryOf(x.dimensions(), dk->dimensions(), dy.dimensions(), g)) {
     return ffi::Error::InvalidArgument(kShapeError);
   }
   return Guarded([&] {
