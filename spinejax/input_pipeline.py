@@ -159,7 +159,8 @@ class RecordSource:
 
 
 class Decode(grain.transforms.Map):
-    """(i, bytes) -> volume [slices, rows, cols] float32, mask uint8, age, weight 1 (0 for padding), index."""
+    """(i, bytes) -> volume [slices, rows, cols] float16 (as stored; the model casts it on the device), mask
+    uint8, age, weight 1 (0 for padding), index."""
 
     def __init__(self, plan_hash: str, grid):
         self.plan_hash, self.grid = plan_hash, tuple(grid)
@@ -167,30 +168,48 @@ class Decode(grain.transforms.Map):
     def map(self, element):
         i, blob = element
         if not blob:
-            return {"volume": np.zeros(self.grid, np.float32), "mask": np.zeros(self.grid, np.uint8),
+            return {"volume": np.zeros(self.grid, np.float16), "mask": np.zeros(self.grid, np.uint8),
                     "age": np.float32(0), "weight": np.float32(0), "index": np.int32(-1)}
         record = records.decode(blob, expected_plan_hash=self.plan_hash)
         if tuple(record["volume"].shape) != self.grid:
             raise ValueError(f"record {record['series_key']}: shape {record['volume'].shape}, plan says {self.grid}")
-        return {"volume": record["volume"].astype(np.float32), "mask": np.array(record["mask"]),
+        return {"volume": record["volume"], "mask": record["mask"],
                 "age": np.float32(record["age"]), "weight": np.float32(1), "index": np.int32(i)}
 
 
+class DecodeMasked(Decode):
+    """(i, bytes) -> the in-mask values (float16 [n]) and the mask (bool [slices, rows, cols]) for Augment, which
+    makes the dense volume: no dense float volume is made twice per training sample."""
+
+    def map(self, element):
+        i, blob = element
+        if not blob:
+            return {"values": np.zeros(0, np.float16), "inside": np.zeros(self.grid, bool), "age": np.float32(0),
+                    "weight": np.float32(0), "index": np.int32(-1)}
+        record = records.decode_masked(blob, expected_plan_hash=self.plan_hash)
+        if tuple(record["mask"].shape) != self.grid:
+            raise ValueError(f"record {record['series_key']}: shape {record['mask'].shape}, plan says {self.grid}")
+        return {"values": record["volume_inside"], "inside": record["mask"], "age": np.float32(record["age"]),
+                "weight": np.float32(1), "index": np.int32(i)}
+
+
 class Augment(grain.transforms.RandomMap):
+    """DecodeMasked's element -> volume [slices, rows, cols] float16, augmented (spinejax.augment)."""
+
     def __init__(self, config):
         self.config = config
 
     def random_map(self, element, rng: np.random.Generator):
-        return {**element, "volume": augment.augment(element["volume"], element["mask"], rng, self.config)}
+        rest = {k: v for k, v in element.items() if k not in ("values", "inside")}
+        return {**rest, "volume": augment.augment_inside(element["values"], element["inside"], rng, self.config)}
 
 
 class ToModelInput(grain.transforms.Map):
-    """Adds the channel axis the model expects ([slices, rows, cols, 1]) and drops the mask."""
+    """Adds the channel axis the model expects ([slices, rows, cols, 1]) and keeps what the step reads."""
 
     def map(self, element):
-        out = {k: v for k, v in element.items() if k != "mask"}
-        out["volume"] = element["volume"][..., None]
-        return out
+        return {"volume": element["volume"][..., None], "age": element["age"], "weight": element["weight"],
+                "index": element["index"]}
 
 
 def read_options(batch: int) -> grain.ReadOptions:
@@ -203,11 +222,12 @@ def read_options(batch: int) -> grain.ReadOptions:
 def train_loader(selection: Selection, *, local_batch: int, seed: int, augment_config, worker_count: int,
                  worker_buffer_size: int) -> grain.DataLoader:
     """Endless shuffled, augmented batches of this process's part of `selection` (dicts of numpy arrays:
-    volume [local_batch, slices, rows, cols, 1] float32, age, weight [local_batch] float32, index int32)."""
+    volume [local_batch, slices, rows, cols, 1] float16, age, weight [local_batch] float32, index int32)."""
     source = RecordSource(selection.paths, selection.rows["source_index"])
-    operations = [Decode(selection.plan_hash, selection.grid)]
     if augment_config.enabled:
-        operations.append(Augment(augment_config))
+        operations = [DecodeMasked(selection.plan_hash, selection.grid), Augment(augment_config)]
+    else:
+        operations = [Decode(selection.plan_hash, selection.grid)]
     operations += [ToModelInput(), grain.transforms.Batch(local_batch, drop_remainder=True)]
     sampler = grain.samplers.IndexSampler(
         len(source), shard_options=grain.sharding.ShardByJaxProcess(drop_remainder=True), shuffle=True,

@@ -71,7 +71,7 @@ class AgeCNN(nn.Module):
 
     @nn.compact
     def __call__(self, volume: jnp.ndarray, train: bool, return_features: bool = False):
-        """volume: [batch, slices, rows, cols, 1] float32, z-scored in the spine mask, 0 outside.
+        """volume: [batch, slices, rows, cols, 1] float (cast to `dtype` first), z-scored in the spine mask, 0 outside.
 
         Returns [batch, outputs] float32 (normalised age or bin logits). With `return_features`, also the
         last convolutional feature map [batch, d', h', w', head_channels] (the layer Grad-CAM looks at).

@@ -56,7 +56,8 @@ def create_train_state(model: nn.Module, head: losses.AgeHead, tx, input_shape, 
 def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     """One optimizer step on a global batch.
 
-    batch: volume [batch, slices, rows, cols, 1] float32, age [batch] years, weight [batch] (1 real, 0 pad).
+    batch: volume [batch, slices, rows, cols, 1] float16 or float32 (the model casts it), age [batch] years,
+    weight [batch] (1 real, 0 pad).
     Returns the new state and metrics (loss, absolute error sum, weight sum, gradient norm, finite flag).
     A step whose loss or gradients are not finite leaves the state unchanged and reports finite=0; the loop
     stops on it.

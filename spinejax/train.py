@@ -31,8 +31,9 @@ from spinejax.errors import InputError
 from spinejax.metric_writer import MetricWriter
 
 # Config keys a resumed run may change: they do not alter what is computed (model.conv: how, not what).
-RESUMABLE_CHANGES = ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "data.worker_count",
-                     "data.worker_buffer_size", "model.conv")
+# data.worker_count is not one: grain forms each batch inside one worker, so the count changes the batches.
+RESUMABLE_CHANGES = ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "data.worker_buffer_size",
+                     "model.conv")
 
 
 class NonFiniteError(RuntimeError):

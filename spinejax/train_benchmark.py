@@ -6,7 +6,8 @@
 Prints one line per measurement:
 - the CPU preset (configs/default.py:cpu) on the whole-spine records grid (16 x 192 x 48), its batch;
 - the ProgreSpine-sized network (configs/default.py) on the paper's slab (--paper_grid), batch --paper_batch;
-- the grain input pipeline (decode + augmentation + batching) over the records, with 0 and 2 workers
+- the grain input pipeline (reading, decoding, augmentation, batching) over the records, with 0 and 2 workers,
+  and its samples/s as a multiple of the CPU preset step's (--input_only: the input alone)
   (skipped when --records does not exist).
 With --peer, the same train step in PyTorch (spinejax.torch_peer; the optional `peer` extra) runs in the same
 process, channels_last_3d and default layout, alternating round by round with the JAX step (each JAX
@@ -63,7 +64,8 @@ def define_flags():
     flags.DEFINE_integer("paper_batch", 1, "global batch of the paper-scale network")
     flags.DEFINE_list("paper_grid", ["14", "793", "384"], "slices,rows,cols of the paper-scale input")
     flags.DEFINE_string("paper_dtype", "float32", "compute dtype of the paper-scale network without --peer")
-    flags.DEFINE_integer("input_batches", 30, "batches read per input-pipeline measurement")
+    flags.DEFINE_integer("input_batches", 60, "batches read per input-pipeline measurement")
+    flags.DEFINE_bool("input_only", False, "time the input pipeline alone (no train step)")
     flags.DEFINE_bool("peer", False, "also time the same step in PyTorch, alternating with JAX")
     flags.DEFINE_list("convs", ["auto", "xla"], "with --peer: JAX convolutions to time (spinejax.conv.METHODS)")
     flags.DEFINE_integer("rounds", 7, "with --peer: alternating rounds (medians are reported)")
@@ -88,7 +90,8 @@ def _compiled_step(config, grid, batch_size: int):
     state, sharding = train.build_state(config, head, grid, 1000, mesh)
     train_step, _ = steps.jit_steps(mesh, sharding)
     rng = np.random.default_rng(0)
-    batch = jax.device_put({"volume": rng.normal(size=(batch_size, *grid, 1)).astype(np.float32),
+    # float16, as the input pipeline delivers it (the records' precision; the model casts it on the device)
+    batch = jax.device_put({"volume": rng.normal(size=(batch_size, *grid, 1)).astype(np.float16),
                             "age": rng.uniform(25, 85, batch_size).astype(np.float32),
                             "weight": np.ones(batch_size, np.float32)}, NamedSharding(mesh, P("data")))
     return train_step.lower(state, batch).compile(), state, batch
@@ -155,6 +158,8 @@ def torch_step(config, grid, batch_size: int, channels_last: bool, bf16: bool) -
     step = torch_peer.make_step(model, config.optimizer, 1000, MEAN_YEARS, SD_YEARS,
                                 autocast_dtype=torch.bfloat16 if bf16 else None)
     rng = np.random.default_rng(0)
+    # float32, PyTorch's usual input; the JAX step gets float16 as from the pipeline and casts it on the device
+    # (one pass over the batch that only the JAX side pays)
     volume = torch.from_numpy(rng.normal(size=(batch_size, 1, *grid)).astype(np.float32))
     volume = volume.to(device).contiguous(memory_format=layout)
     age = torch.from_numpy(rng.uniform(25, 85, batch_size).astype(np.float32)).to(device)
@@ -193,9 +198,10 @@ def alternate(runners: dict[str, Callable[[int], float]], rounds: int, steps_per
 
 
 def compare(title: str, config, grid, batch_size: int, convs, rounds: int, steps_per_round: int,
-            peak_gflops: float, device: str) -> None:
+            peak_gflops: float, device: str) -> float:
     """Times the JAX step (each convolution of `convs`) and the PyTorch peer (both layouts), alternating; prints
-    samples/s, GFLOP/s, fraction of peak and the ratios to PyTorch channels_last_3d."""
+    samples/s, GFLOP/s, fraction of peak and the ratios to PyTorch channels_last_3d. Returns the first JAX
+    step's samples/s."""
     bf16 = config.model.dtype == "bfloat16"
     flops = model_flops(config, grid, batch_size)
     runners = {}
@@ -218,6 +224,7 @@ def compare(title: str, config, grid, batch_size: int, convs, rounds: int, steps
               f"of {peak_gflops:.0f} GFLOP/s peak{ratio}", flush=True)
     if missing:
         print(f"  PyTorch peer not run: {missing}; JAX only", flush=True)
+    return batch_size / next(iter(seconds.values()))
 
 
 def time_input(records, config, worker_count: int, batches: int) -> float:
@@ -243,18 +250,23 @@ def main(argv):
     on_gpu = jax.default_backend() == "gpu"
     cpu, paper = load_presets(f.config_file)
     paper_grid = tuple(int(n) for n in f.paper_grid)
-    if f.peer:
+    step_rate = None  # the CPU preset step's samples/s, which the input has to outrun
+    if f.input_only:
+        pass
+    elif f.peer:
         dtype = "bfloat16" if on_gpu else "float32"
         cpu.model.dtype = paper.model.dtype = dtype
-        compare("CPU preset, 16x192x48, batch 16", cpu, CPU_GRID, cpu.batch_size, f.convs, f.rounds, f.steps,
-                f.peak_gflops, device)
+        step_rate = compare("CPU preset, 16x192x48, batch 16", cpu, CPU_GRID, cpu.batch_size, f.convs, f.rounds,
+                            f.steps, f.peak_gflops, device)
         if f.paper_steps > 0 and on_gpu:
             compare(f"ProgreSpine-sized, {'x'.join(f.paper_grid)}, batch {f.paper_batch}", paper, paper_grid,
                     f.paper_batch, ["auto"], f.rounds, f.paper_steps, f.peak_gflops, device)
     else:
         run = jax_step(cpu, CPU_GRID, cpu.batch_size)
+        seconds = run(f.steps)
+        step_rate = cpu.batch_size / seconds
         _report("CPU preset, 16x192x48, batch 16", device, cpu.batch_size, model_flops(cpu, CPU_GRID, cpu.batch_size),
-                run(f.steps), f.peak_gflops)
+                seconds, f.peak_gflops)
         if f.paper_steps > 0:
             paper.model.dtype = f.paper_dtype
             run = jax_step(paper, paper_grid, f.paper_batch)
@@ -265,7 +277,9 @@ def main(argv):
         return
     for workers in (0, 2):
         rate = time_input(f.records, cpu, workers, f.input_batches)
-        print(f"input pipeline (decode + augment + batch 16), {workers} workers: {rate:.1f} samples/s", flush=True)
+        against = f" = {rate / step_rate:.1f}x the JAX step's {step_rate:.1f}" if step_rate else ""
+        print(f"input pipeline (read + decode + augment + batch 16), {workers} workers: {rate:.1f} samples/s{against}",
+              flush=True)
 
 
 def _report(name, device, batch_size, flops, seconds, peak_gflops):

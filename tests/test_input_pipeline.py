@@ -52,7 +52,7 @@ def test_augmentation_stays_in_the_mask_and_is_seeded():
     a = augment.augment(volume, mask, np.random.default_rng(5), config)
     b = augment.augment(volume, mask, np.random.default_rng(5), config)
     c = augment.augment(volume, mask, np.random.default_rng(6), config)
-    assert a.dtype == np.float32 and a.shape == volume.shape
+    assert a.dtype == np.float16 and a.shape == volume.shape
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
     # Whatever the shift and flip, nothing appears outside the (moved) mask: the count of non-zero voxels
@@ -65,10 +65,62 @@ def test_augmentation_switched_off_is_the_identity_and_the_flip_is_left_right_on
     volume, mask = _slab()
     off = _augment_config(flip_left_right=False, intensity_scale=0, intensity_shift=0, gamma_log_range=0,
                           bias_field=0, noise_sd=0, shift_voxels=0)
+    volume = volume.astype(np.float16)  # the records' precision, which augmentation returns
     np.testing.assert_array_equal(augment.augment(volume, mask, np.random.default_rng(0), off), volume)
     flips = {augment.augment(volume, mask, np.random.default_rng(s), _augment_config(
         **{**off.to_dict(), "flip_left_right": True})).tobytes() for s in range(20)}
     assert flips == {volume.tobytes(), volume[::-1].copy().tobytes()}
+
+
+def _placed(volume, flip: bool, dr: int, dc: int) -> np.ndarray:
+    """The slab flipped left-right (axis 0) if asked, then moved by whole voxels, zeros where nothing lands."""
+    x = volume[::-1] if flip else volume
+    out = np.zeros_like(x)
+    rows, cols = x.shape[1:]
+    for r in range(rows):
+        for c in range(cols):
+            if 0 <= r + dr < rows and 0 <= c + dc < cols:
+                out[:, r + dr, c + dc] = x[:, r, c]
+    return out
+
+
+def test_flips_and_shifts_place_every_value_exactly_where_a_plain_loop_puts_it():
+    volume, mask = _slab()
+    volume = volume.astype(np.float16)
+    only_moves = _augment_config(intensity_scale=0, intensity_shift=0, gamma_log_range=0, bias_field=0,
+                                 noise_sd=0, shift_voxels=2)
+    candidates = {(f, dr, dc): _placed(volume, f, dr, dc).tobytes()
+                  for f in (False, True) for dr in range(-2, 3) for dc in range(-2, 3)}
+    seen = set()
+    for seed in range(60):
+        out = augment.augment(volume, mask, np.random.default_rng(seed), only_moves)
+        hits = [k for k, v in candidates.items() if v == out.tobytes()]
+        assert len(hits) == 1, f"seed {seed}: not one of the 50 flip-and-shift placements"
+        seen.add(hits[0])
+    assert len(seen) > 25 and {f for f, _, _ in seen} == {False, True}
+    # augment_inside on the in-mask values is what augment does on the dense slab.
+    inside = mask.astype(bool)
+    config = _augment_config()
+    np.testing.assert_array_equal(augment.augment_inside(volume[inside], inside, np.random.default_rng(4), config),
+                                  augment.augment(volume, mask, np.random.default_rng(4), config))
+
+
+def test_each_intensity_change_has_the_size_its_config_says():
+    volume, mask = _slab()
+    inside = mask.astype(bool)
+    base = volume.astype(np.float16).astype(np.float32)[inside]
+    off = dict(flip_left_right=False, intensity_scale=0, intensity_shift=0, gamma_log_range=0, bias_field=0,
+               noise_sd=0, shift_voxels=0)
+    run = lambda seed, **on: augment.augment(volume, mask, np.random.default_rng(seed), _augment_config(
+        **{**off, **on})).astype(np.float32)[inside]
+    gains = [np.median(run(s, intensity_scale=0.1) / base) for s in range(40)]
+    assert 0.9 - 1e-3 <= min(gains) and max(gains) <= 1.1 + 1e-3 and np.ptp(gains) > 0.1
+    offsets = [np.median(run(s, intensity_shift=0.1) - base) for s in range(40)]
+    assert -0.1 - 2e-3 <= min(offsets) and max(offsets) <= 0.1 + 2e-3 and np.ptp(offsets) > 0.1
+    noise_sds = [np.std(run(s, noise_sd=0.05) - base) for s in range(40)]  # sd drawn in U(0, 0.05)
+    assert max(noise_sds) <= 0.05 * 1.05 and 0.018 < np.mean(noise_sds) < 0.032
+    field = [run(s, bias_field=0.05) / base for s in range(10)]
+    assert all(0.7 < f.min() and f.max() < 1.4 for f in field) and np.mean([np.ptp(f) for f in field]) > 0.02
 
 
 def test_the_training_loader_augments_inside_the_mask_and_reproducibly(training_records):
@@ -78,6 +130,7 @@ def test_the_training_loader_augments_inside_the_mask_and_reproducibly(training_
     off = loader(_augment_config(enabled=False))
     on, again, other_seed = loader(_augment_config()), loader(_augment_config()), loader(_augment_config(), seed=1)
     assert on["volume"].shape == off["volume"].shape and on["volume"].shape[-1] == 1
+    assert on["volume"].dtype == off["volume"].dtype == np.float16  # as stored; the model casts on the device
     # The same records in the same order; augmented (not what the records hold), reproducibly from the seed.
     np.testing.assert_array_equal(on["index"], off["index"])
     np.testing.assert_array_equal(on["volume"], again["volume"])

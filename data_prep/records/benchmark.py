@@ -2,13 +2,15 @@
 
     python -m data_prep.records.benchmark --input=COHORT_DIR [--records=RECORDS_DIR] [--series=60]
 
-Prints series per second (one core) for reading (DICOM or NIfTI to the canonical frame, with the mask) and
-for the whole per-series function (reading, checks, four region crops, encoding), and records per second
-for random-access reads through grain's ArrayRecordDataSource with decoding (from RECORDS_DIR, e.g. the default run's).
+Prints series per second (one core) for reading (DICOM or NIfTI to the canonical frame, with the mask), for
+reading and resampling both to the plan's spacing, and for the whole per-series function (reading, checks, four
+region crops, encoding), and records per second for random-access reads through grain's ArrayRecordDataSource
+with decoding (from RECORDS_DIR, e.g. the default run's).
 
 The peer: for the DICOM series among those timed, dcm2niix (the pinned pip package) converts the same files
 to an uncompressed NIfTI without a sidecar (`-z n -b n`), one process per series as it is used, against
-spinejax's reading of the same series to the canonical frame (scan only, and scan plus mask).
+spinejax's reading of the same series to the canonical frame (the scan), and its reading and resampling (scan
+and mask).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from absl import app, flags
 from configs import records as records_config
 from data_prep.records import build_records
 from spinejax import records
-from spinejax.scans import canonical, prepare
+from spinejax.scans import canonical, prepare, preprocess
 
 FLAGS = flags.FLAGS
 
@@ -46,23 +48,28 @@ def main(argv: list[str]) -> None:
     rows = build_records.usable_rows(build_records.read_reports(cohort, config), secret, config)
     inputs = [item for item in inputs if item["series_id"] in rows]
     chosen = [inputs[i] for i in np.linspace(0, len(inputs) - 1, min(FLAGS.series, len(inputs))).astype(int)]
-    read = whole = 0.0
-    dicom_read, dicom_items = 0.0, []
+    read = resampled = whole = 0.0
+    dicom_read, dicom_resampled, dicom_items = 0.0, 0.0, []
     for item in chosen:
         t0 = time.perf_counter()
-        canonical.to_canonical(prepare.load_scan(item))
-        if item["kind"] == "dicom":
-            dicom_read += time.perf_counter() - t0
-            dicom_items.append(item)
-        canonical.to_canonical(canonical.load_nifti(item["mask"], is_label=True))
+        scan = canonical.to_canonical(prepare.load_scan(item))
+        scan_read = time.perf_counter() - t0
+        labels = canonical.to_canonical(canonical.load_nifti(item["mask"], is_label=True))
         t1 = time.perf_counter()
-        result = build_records.process_input(item, rows[item["series_id"]], plan, config, secret)
+        preprocess.resample(scan, labels, plan)  # to the plan's spacing, cropped around the spine, with the mask
         t2 = time.perf_counter()
+        if item["kind"] == "dicom":
+            dicom_read += scan_read
+            dicom_resampled += t2 - t0
+            dicom_items.append(item)
+        result = build_records.process_input(item, rows[item["series_id"]], plan, config, secret)
+        t3 = time.perf_counter()
         assert result["records"], result["failures"]
-        read, whole = read + t1 - t0, whole + t2 - t1
+        read, resampled, whole = read + t1 - t0, resampled + t2 - t0, whole + t3 - t2
     n = len(chosen)
     print(f"{len(inputs)} inputs listed in {listing:.1f} s (DICOM headers of every file); {n} timed, one core:")
     print(f"  read scan + mask to the canonical frame                     {n / read:6.1f} series/s")
+    print(f"  read scan + mask and resample both to the plan's spacing    {n / resampled:6.1f} series/s")
     print(f"  process_input (read, check, preprocess, encode four regions) {n / whole:6.1f} series/s")
     dcm2niix = shutil.which("dcm2niix", path=os.pathsep.join([str(Path(sys.executable).parent),
                                                                os.environ.get("PATH", "")]))
@@ -70,7 +77,8 @@ def main(argv: list[str]) -> None:
         peer = _dcm2niix_seconds(dcm2niix, dicom_items)
         m = len(dicom_items)
         print(f"  the same {m} DICOM series: dcm2niix conversion {m / peer:6.1f} series/s; spinejax reading to the "
-              f"canonical frame {m / dicom_read:6.1f} series/s ({peer / dicom_read:.2f}x dcm2niix's speed)")
+              f"canonical frame {m / dicom_read:6.1f} series/s ({peer / dicom_read:.2f}x dcm2niix's speed); reading "
+              f"scan and mask and resampling both {m / dicom_resampled:6.1f} series/s ({peer / dicom_resampled:.2f}x)")
     if FLAGS.records:
         index = pd.read_csv(Path(FLAGS.records) / "index.csv")
         whole = index[(index["region"] == "whole") & (index["split"] == "train")]
@@ -80,10 +88,9 @@ def main(argv: list[str]) -> None:
         start = time.perf_counter()
         for i in order:
             fields = records.decode(source[int(i)])
-            fields["volume"].astype(np.float32)
         seconds = time.perf_counter() - start
         print(f"  reader: {len(source) / seconds:.0f} records/s (whole-spine train records, random order, decoded "
-              f"to float32, {fields['volume'].nbytes / 1e3:.0f} kB each as float16)")
+              f"to dense float16, {fields['volume'].nbytes / 1e3:.0f} kB of volume each)")
 
 
 def _dcm2niix_seconds(dcm2niix: str, items: list[dict]) -> float:

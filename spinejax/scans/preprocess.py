@@ -149,6 +149,7 @@ def cut_region(image: np.ndarray, label: np.ndarray, mask: np.ndarray, plan: Pla
     src = tuple(slice(max(o, 0), min(o + g, n)) for o, g, n in zip(offset, grid, image.shape))
     dst = tuple(slice(s.start - o, s.stop - o) for s, o in zip(src, offset))
     out_image[dst], out_mask[dst], out_label[dst] = image[src], mask[src], label[src]
+    out_label[~out_mask] = 0  # labels where the model sees the image; a record stores only the in-mask values
     inside = out_image[out_mask]
     if inside.size < 10:
         raise RegionError("region_too_small", f"only {inside.size} voxels inside the {region} spine mask")
