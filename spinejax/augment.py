@@ -86,7 +86,7 @@ def _bias_field(shape, rng: np.random.Generator, strength: float) -> np.ndarray:
 def _quadratic_terms(shape) -> tuple[np.ndarray, np.ndarray]:
     """(z and z^2 [2, slices], y, x, y^2, x^2, y*x [5, rows, cols]) over coordinates in [-1, 1], float32."""
     z, y, x = (np.linspace(-1, 1, n, dtype=np.float32) for n in shape)
-    y, x = y[:, None] + 0 * x[None, :], x[None, :] + 0 * y[:, None]
+    y, x = np.meshgrid(y, x, indexing="ij")
     terms = np.stack([z, z * z]), np.stack([y, x, y * y, x * x, y * x])
     for array in terms:
         array.flags.writeable = False  # shared between calls

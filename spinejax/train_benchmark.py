@@ -251,9 +251,7 @@ def main(argv):
     cpu, paper = load_presets(f.config_file)
     paper_grid = tuple(int(n) for n in f.paper_grid)
     step_rate = None  # the CPU preset step's samples/s, which the input has to outrun
-    if f.input_only:
-        pass
-    elif f.peer:
+    if f.peer and not f.input_only:
         dtype = "bfloat16" if on_gpu else "float32"
         cpu.model.dtype = paper.model.dtype = dtype
         step_rate = compare("CPU preset, 16x192x48, batch 16", cpu, CPU_GRID, cpu.batch_size, f.convs, f.rounds,
@@ -261,7 +259,7 @@ def main(argv):
         if f.paper_steps > 0 and on_gpu:
             compare(f"ProgreSpine-sized, {'x'.join(f.paper_grid)}, batch {f.paper_batch}", paper, paper_grid,
                     f.paper_batch, ["auto"], f.rounds, f.paper_steps, f.peak_gflops, device)
-    else:
+    elif not f.input_only:
         run = jax_step(cpu, CPU_GRID, cpu.batch_size)
         seconds = run(f.steps)
         step_rate = cpu.batch_size / seconds
