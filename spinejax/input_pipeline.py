@@ -6,11 +6,13 @@ RECORDS_DIR (written by data_prep.build_records) holds `<region>/<split>-NNNNN-o
 limited to eligible subjects (data_prep.eligibility's eligibility.csv) and to a nested fraction of
 subjects (the data-size ablation: the 10% subjects lie inside the 25% ones, whatever the fraction).
 
-Train input: a seeded shuffle each epoch, each process reading its own part of the records
-(ShardByJaxProcess), augmentation, batches of global_batch / process_count, in worker processes with a
-buffer. Its iterator state is saved in the checkpoint, so a resumed run sees exactly the data the
-straight run would have. Evaluation input: every record of the split exactly once, padded to whole
-global batches with zero-weight examples, each process reading its slice of every batch.
+Train input (grain's dataset API): each process reads its own contiguous part of the records, shuffled
+afresh each epoch from the seed, augmented, in batches of global_batch / process_count. Batch k is a
+function of the records, the seed and k alone (the augmentation's random draws are keyed by position), so
+threads and worker processes change the speed, never the batches. Its iterator state is saved in the
+checkpoint, so a resumed run sees exactly the data the straight run would have. Evaluation input: every
+record of the split exactly once, padded to whole global batches with zero-weight examples, each process
+reading its slice of every batch.
 """
 
 from __future__ import annotations
@@ -219,21 +221,41 @@ def read_options(batch: int) -> grain.ReadOptions:
     return grain.ReadOptions(num_threads=2, prefetch_buffer_size=max(32, 2 * batch))
 
 
-def train_loader(selection: Selection, *, local_batch: int, seed: int, augment_config, worker_count: int,
-                 worker_buffer_size: int) -> grain.DataLoader:
-    """Endless shuffled, augmented batches of this process's part of `selection` (dicts of numpy arrays:
-    volume [local_batch, slices, rows, cols, 1] float16, age, weight [local_batch] float32, index int32)."""
+def train_dataset(selection: Selection, *, local_batch: int, seed: int, augment_config, shard_index: int = 0,
+                  shard_count: int = 1) -> grain.MapDataset:
+    """Endless shuffled, augmented batches of part `shard_index` of `shard_count` of `selection` (equal
+    contiguous parts; the remainder is left out, as grain's ShardByJaxProcess does), a grain MapDataset whose
+    element k is batch k: dicts of numpy arrays, volume [local_batch, slices, rows, cols, 1] float16, age,
+    weight [local_batch] float32, index int32 (the selection row)."""
     source = RecordSource(selection.paths, selection.rows["source_index"])
+    part = len(source) // shard_count
+    records_ds = grain.MapDataset.source(source)[shard_index * part:(shard_index + 1) * part]
+    records_ds = records_ds.seed(seed).shuffle().repeat(None)  # a new permutation each epoch
     if augment_config.enabled:
-        operations = [DecodeMasked(selection.plan_hash, selection.grid), Augment(augment_config)]
+        records_ds = records_ds.map(DecodeMasked(selection.plan_hash, selection.grid)).random_map(
+            Augment(augment_config))
     else:
-        operations = [Decode(selection.plan_hash, selection.grid)]
-    operations += [ToModelInput(), grain.transforms.Batch(local_batch, drop_remainder=True)]
-    sampler = grain.samplers.IndexSampler(
-        len(source), shard_options=grain.sharding.ShardByJaxProcess(drop_remainder=True), shuffle=True,
-        num_epochs=None, seed=seed)
-    return grain.DataLoader(data_source=source, sampler=sampler, operations=operations, worker_count=worker_count,
-                            worker_buffer_size=worker_buffer_size, read_options=read_options(local_batch))
+        records_ds = records_ds.map(Decode(selection.plan_hash, selection.grid))
+    return records_ds.map(ToModelInput()).batch(local_batch, drop_remainder=True)
+
+
+def train_loader(selection: Selection, *, local_batch: int, seed: int, augment_config, worker_count: int,
+                 worker_buffer_size: int) -> grain.IterDataset:
+    """This process's `train_dataset` as an iterable: batches made two ahead in threads, or in `worker_count`
+    worker processes (each holding `worker_buffer_size` batches) taking batches in turn, so the order and
+    content do not depend on the count. Its iterators have get_state/set_state (checkpointing.py).
+
+    grain's dataset API rather than its DataLoader: with no worker processes the DataLoader's per-record
+    machinery cost as much as decoding and augmenting (497-528 against 807-838 samples/s, CPU preset)."""
+    import jax  # the process's place among the training processes; here, so selecting records needs no jax
+
+    batches = train_dataset(selection, local_batch=local_batch, seed=seed, augment_config=augment_config,
+                            shard_index=jax.process_index(), shard_count=jax.process_count())
+    iterable = batches.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2))
+    if worker_count > 0:
+        iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count,
+                                                                     per_worker_buffer_size=worker_buffer_size))
+    return iterable
 
 
 def eval_layout(count: int, global_batch: int, process_count: int, process_index: int) -> np.ndarray:

@@ -31,7 +31,8 @@ from spinejax.errors import InputError
 from spinejax.metric_writer import MetricWriter
 
 # Config keys a resumed run may change: they do not alter what is computed (model.conv: how, not what).
-# data.worker_count is not one: grain forms each batch inside one worker, so the count changes the batches.
+# data.worker_count is not one: the batches do not depend on it (input_pipeline.train_loader), but the saved
+# iterator state has the shape of the worker layout it was saved from.
 RESUMABLE_CHANGES = ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "data.worker_buffer_size",
                      "model.conv")
 
@@ -158,6 +159,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
                 break
     finally:
         checkpoints.wait_until_finished()
+        iterator.close()  # stops grain's threads and worker processes now, not at interpreter exit
         preemption.release()
         writer.close()
     print(f"process {jax.process_index()}/{jax.process_count()}: step {int(state.step)}, "

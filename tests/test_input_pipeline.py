@@ -4,6 +4,7 @@ import ml_collections
 import numpy as np
 import pandas as pd
 import pytest
+from absl import flags
 
 from spinejax import augment, input_pipeline
 
@@ -156,3 +157,26 @@ def test_bias_field_is_the_exp_of_the_seven_term_quadratic():
     assert field.dtype == np.float32 and field.shape == shape
     np.testing.assert_allclose(field, expected, rtol=1e-5)
     assert np.ptp(np.log(field)) > 0.1  # not a constant field
+
+
+def test_training_batches_do_not_depend_on_worker_processes_and_each_epoch_is_a_permutation(training_records):
+    flags.FLAGS.mark_as_parsed()  # grain's worker processes read an absl flag; spinejax.main has parsed them
+    selection = input_pipeline.select(training_records, "lumbar", "train")
+    count = len(selection.rows)
+
+    def batches(workers: int, n: int) -> list[dict]:
+        iterator = iter(input_pipeline.train_loader(selection, local_batch=4, seed=3, augment_config=_augment_config(),
+                                                    worker_count=workers, worker_buffer_size=1))
+        taken = [next(iterator) for _ in range(n)]
+        iterator.close()
+        return taken
+
+    epochs = -(-2 * count // 4) + 1
+    alone, with_workers = batches(0, epochs), batches(2, 4)
+    for a, b in zip(alone, with_workers):
+        np.testing.assert_array_equal(a["index"], b["index"])
+        np.testing.assert_array_equal(a["volume"], b["volume"])
+    index = np.concatenate([b["index"] for b in alone])
+    first, second = index[:count], index[count:2 * count]
+    assert sorted(first) == sorted(second) == list(range(count))  # every record once per epoch
+    assert not np.array_equal(first, second)  # shuffled afresh each epoch

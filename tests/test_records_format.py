@@ -112,13 +112,17 @@ def test_a_site_mask_with_labels_outside_the_spine_still_makes_a_record():
                            max_missing_level_share=1.0)
     rng = np.random.default_rng(0)
     image = rng.normal(100, 10, (10, 50, 16)).astype(np.float32)
-    label = np.zeros(image.shape, np.uint8)
+    label = np.zeros(image.shape, np.int32)
     label[3:7, 10:14, 5:9] = spine_labels.vertebra_label("L3")
     label[3:7, 16:20, 5:9] = spine_labels.vertebra_label("L4")
     label[0:2, 30:34, 0:3] = 250  # an unknown structure far from the spine's dilated mask
+    label[3:7, 14:16, 5:9] = 256 + spine_labels.vertebra_label("L3")  # one inside it, that uint8 would wrap
     mask = np.isin(label, [spine_labels.vertebra_label("L3"), spine_labels.vertebra_label("L4")])
+    mask[3:7, 14:16, 5:9] = True
     region = preprocess.cut_region(image, label, mask, plan, "whole")
     assert 250 in label and 250 not in region["labels"]
+    assert set(np.unique(region["labels"])) == {0, spine_labels.vertebra_label("L3"), spine_labels.vertebra_label("L4")}
+    assert (region["labels"] == spine_labels.vertebra_label("L3")).sum() == 4 * 4 * 4
     assert (region["labels"][region["mask"] == 0] == 0).all()
     decoded = records.decode(records.encode({**_fields(), **region}))
     np.testing.assert_array_equal(decoded["labels"], region["labels"])

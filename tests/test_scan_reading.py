@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import shutil
 from pathlib import Path
@@ -184,6 +185,60 @@ def test_real_broken_and_compressed_files_from_pydicom(tmp_path):
         if reference is None:
             reference = volume.data
         np.testing.assert_array_equal(volume.data, reference, err_msg=name)
+
+
+def _variants_of_mr_small() -> list[tuple[str, pydicom.Dataset]]:
+    """MR_small.dcm rewritten with the bit layouts and frame counts a site's uncompressed files come in."""
+    variants = []
+    base = pydicom.dcmread(pydicom.data.get_testdata_file("MR_small.dcm"))
+    raw = np.frombuffer(base.PixelData, "<u2")
+    rng = np.random.default_rng(0)
+    for signed in (0, 1):
+        for stored in (16, 12, 10):
+            ds = copy.deepcopy(base)
+            ds.PixelRepresentation, ds.BitsStored, ds.HighBit = signed, stored, stored - 1
+            junk = rng.integers(0, 2 ** 16, raw.size, dtype=np.uint16) & ~np.uint16(2 ** stored - 1)
+            ds.PixelData = ((raw & np.uint16(2 ** stored - 1)) | junk).tobytes()  # garbage in the unused bits
+            variants.append((f"signed={signed} stored={stored}", ds))
+        ds = copy.deepcopy(base)
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, signed
+        ds.PixelData = rng.integers(0, 256, raw.size + 1, dtype=np.uint8).tobytes()  # odd length padded to even
+        variants.append((f"8 bits signed={signed}", ds))
+    ds = copy.deepcopy(base)
+    ds.NumberOfFrames = 3
+    ds.PixelData = np.concatenate([raw, raw[::-1], raw // 2]).tobytes()
+    variants.append(("3 frames", ds))
+    ds = copy.deepcopy(base)
+    ds.PixelData = base.PixelData + b"\0\0\0\0"  # trailing bytes beyond the image
+    variants.append(("trailing bytes", ds))
+    return variants
+
+
+def test_uncompressed_pixels_are_read_as_pydicom_reads_them():
+    # spinejax reads uncompressed little-endian pixel data itself (pydicom's per-file option handling was most
+    # of a series' reading time); every other file goes through pydicom's decoders.
+    folder = Path(pydicom.data.get_testdata_file("MR_small.dcm")).parent
+    cases = [(path.name, pydicom.dcmread(path, force=True)) for path in sorted(folder.glob("*.dcm"))]
+    cases += _variants_of_mr_small()
+    fast = 0
+    for name, ds in cases:
+        try:
+            expected = ds.pixel_array
+        except Exception:  # noqa: BLE001 - not an image, or no decoder here: then neither may the fast path read it
+            expected = None
+        pixels = dicom_series.native_pixels(ds)
+        if pixels is None:
+            continue
+        fast += 1
+        assert expected is not None, name
+        expected = expected.reshape(pixels.shape)
+        assert pixels.dtype == expected.dtype, name
+        np.testing.assert_array_equal(pixels, expected, err_msg=name)
+    assert fast >= 15  # the MR, CT and dose files and every variant went through the fast path
+    refused = {name: dicom_series.native_pixels(ds) for name, ds in cases}
+    for name in ("MR_small_bigendian.dcm", "MR_small_RLE.dcm", "SC_rgb_small_odd.dcm", "rtdose.dcm",
+                 "MR_truncated.dcm"):  # big-endian, compressed, colour, 32 bits, too short: pydicom decides
+        assert refused[name] is None, name
 
 
 def test_nifti_with_nan_is_refused(tmp_path):

@@ -55,7 +55,8 @@ from spinejax.errors import DEBUG_ENV, InputError
 from spinejax.scans import prepare, preprocess
 from spinejax.scans.refusal import Refusal
 
-BUILD_VERSION = 3  # what a record holds for the same input and plan; bump when that changes
+BUILD_VERSION = 4  # what a record holds for the same input and plan; bump when that changes (4: float32
+# separable resampling; labels other than spine structures dropped)
 LIBRARIES = ("numpy", "scipy", "pydicom", "nibabel", "array-record", "pylibjpeg", "pylibjpeg-libjpeg",
              "pylibjpeg-openjpeg", "pylibjpeg-rle")
 INTERNAL = ("internal_error", "an unexpected error in spinejax (a bug, or out of memory): rerun with "

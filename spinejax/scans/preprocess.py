@@ -22,9 +22,8 @@ import hashlib
 import json
 
 import numpy as np
-from scipy import ndimage
 
-from spinejax.scans import spine_labels
+from spinejax.scans import resampling, spine_labels
 from spinejax.scans.canonical import Volume
 from spinejax.scans.refusal import Refusal
 
@@ -101,54 +100,49 @@ def coverage(present_labels: set[int], plan: Plan, region: str) -> tuple[str, ..
     return present
 
 
-def _bounding_box(present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    index = np.argwhere(present)
-    return index.min(axis=0), index.max(axis=0) + 1
-
-
 def resample(scan: Volume, labels: Volume, plan: Plan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Scan and labels (canonical, same grid) resampled to the plan's spacing, cropped to the spine plus
     a margin, with the dilated spine mask: (image float32, labels, mask bool), all [s, r, c]."""
     if scan.data.shape != labels.data.shape:
         raise RegionError("mask_grid", f"mask shape {labels.data.shape} differs from scan shape {scan.data.shape}")
-    spine = np.isin(labels.data, _SPINE_STRUCTURES)
+    spine = np.isin(labels.data, _SPINE_STRUCTURES, kind="table")
     if not spine.any():
         raise RegionError("mask_no_spine", "the mask holds no spine labels")
     spacing, target = scan.spacing, np.asarray(plan.spacing_mm, float)
     # Crop to what any region's grid can reach around the spine, so resampling skips the rest.
     reach = max(np.max(g) for _, g in plan.grids) * target.max() / 2.0 + plan.crop_margin_mm
-    low, high = _bounding_box(spine)
+    low, high = resampling.bounding_box(spine)
     start = np.maximum(np.floor(low - reach / spacing).astype(int), 0)
     stop = np.minimum(np.ceil(high + reach / spacing).astype(int), scan.data.shape)
     box = tuple(slice(a, b) for a, b in zip(start, stop))
-    zoom = spacing / target
-    image = ndimage.zoom(scan.data[box], zoom, order=1, mode="nearest", grid_mode=True)
-    label = ndimage.zoom(labels.data[box], zoom, order=0, mode="nearest", grid_mode=True)
-    mask = np.isin(label, _SPINE_STRUCTURES)
-    if plan.mask_dilation_mm > 0:  # a distance in mm, so anisotropic spacing is respected
-        mask = ndimage.distance_transform_edt(~mask, sampling=target) <= plan.mask_dilation_mm
-    return image.astype(np.float32), label, mask
+    shape = resampling.zoom_shape(scan.data[box].shape, spacing / target)
+    image = resampling.zoom_linear(scan.data[box], shape)
+    label = resampling.zoom_nearest(labels.data[box], shape)
+    mask = resampling.dilate_mm(np.isin(label, _SPINE_STRUCTURES, kind="table"), target, plan.mask_dilation_mm)
+    return image, label, mask
 
 
 def cut_region(image: np.ndarray, label: np.ndarray, mask: np.ndarray, plan: Plan, region: str
                ) -> dict[str, np.ndarray]:
     """The region's bounding box centred in its grid, cropped or zero-padded, then z-scored in the mask.
 
-    Returns {'volume': [grid] float16, 'mask': [grid] uint8, 'labels': [grid] uint8 (TotalSpineSeg),
+    Returns {'volume': [grid] float16, 'mask': [grid] uint8, 'labels': [grid] uint8 (TotalSpineSeg's spine
+    structures inside the mask; 0 elsewhere and for any other label),
     'spacing_mm': [3] float32}.
     """
     grid = np.asarray(plan.grid(region))
     in_region = np.isin(label, region_labels(region))
     if not in_region.any():
         raise RegionError("region_absent", f"no {region} vertebra or disc labels in the mask")
-    low, high = _bounding_box(in_region)
+    low, high = resampling.bounding_box(in_region)
     offset = np.round((low + high) / 2.0 - grid / 2.0).astype(int)
     out_image = np.zeros(grid, np.float32)
     out_mask = np.zeros(grid, bool)
     out_label = np.zeros(grid, np.uint8)
     src = tuple(slice(max(o, 0), min(o + g, n)) for o, g, n in zip(offset, grid, image.shape))
     dst = tuple(slice(s.start - o, s.stop - o) for s, o in zip(src, offset))
-    out_image[dst], out_mask[dst], out_label[dst] = image[src], mask[src], label[src]
+    known = np.isin(label[src], _SPINE_STRUCTURES, kind="table")  # a site's own structures (label 300) would wrap
+    out_image[dst], out_mask[dst], out_label[dst] = image[src], mask[src], np.where(known, label[src], 0)
     out_label[~out_mask] = 0  # labels where the model sees the image; a record stores only the in-mask values
     inside = out_image[out_mask]
     if inside.size < 10:
@@ -172,5 +166,5 @@ def region_extent_mm(label: np.ndarray, plan: Plan, region: str) -> list[float]:
     present = np.isin(label, region_labels(region))
     if not present.any():
         return [0.0, 0.0, 0.0]
-    low, high = _bounding_box(present)
+    low, high = resampling.bounding_box(present)
     return [float(v) for v in (high - low) * np.asarray(plan.spacing_mm)]
