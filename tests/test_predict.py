@@ -165,8 +165,11 @@ def test_pip_install_into_a_clean_venv_gives_a_working_command(exported, trainin
     installed_table = pd.read_csv(tmp_path / "installed" / "predictions.csv")
     here = predictor.predict_folder(model, scans, tmp_path / "here", progress=False)["table"]
     assert list(installed_table["status"]) == ["ok", "ok"]
-    np.testing.assert_array_equal(installed_table["predicted_age"].to_numpy(),
-                                  pd.read_csv(tmp_path / "here" / "predictions.csv")["predicted_age"].to_numpy())
+    # The clean venv has no oneDNN library built for it (spinejax.native), so it convolves with depth_concat:
+    # the same function, other float32 rounding (tests/test_conv.py), not bit-identical ages.
+    np.testing.assert_allclose(installed_table["predicted_age"].to_numpy(),
+                               pd.read_csv(tmp_path / "here" / "predictions.csv")["predicted_age"].to_numpy(),
+                               rtol=0, atol=1e-3)
     assert len(here) == 2
 
 
