@@ -9,7 +9,8 @@ subjects (the data-size ablation: the 10% subjects lie inside the 25% ones, what
 Train input (grain's dataset API): each process reads its own contiguous part of the records, shuffled
 afresh each epoch from the seed, augmented, in batches of global_batch / process_count. Batch k is a
 function of the records, the seed and k alone (the augmentation's random draws are keyed by position), so
-threads and worker processes change the speed, never the batches. Its iterator state is saved in the
+threads and worker processes change the speed, never the batches (on the same numpy build and CPU: its
+float32 log, sin and cos may differ in the last bit between SIMD paths). Its iterator state is saved in the
 checkpoint, so a resumed run sees exactly the data the straight run would have. Evaluation input: every
 record of the split exactly once, padded to whole global batches with zero-weight examples, each process
 reading its slice of every batch.
@@ -221,6 +222,11 @@ def read_options(batch: int) -> grain.ReadOptions:
     return grain.ReadOptions(num_threads=2, prefetch_buffer_size=max(32, 2 * batch))
 
 
+# What a saved input iterator state means: 2 is grain's dataset API (train_dataset), 1 was its DataLoader. A
+# checkpoint of another version cannot be restored into this iterator (train.py refuses to resume it).
+INPUT_VERSION = 2
+
+
 def train_dataset(selection: Selection, *, local_batch: int, seed: int, augment_config, shard_index: int = 0,
                   shard_count: int = 1) -> grain.MapDataset:
     """Endless shuffled, augmented batches of part `shard_index` of `shard_count` of `selection` (equal
@@ -230,7 +236,10 @@ def train_dataset(selection: Selection, *, local_batch: int, seed: int, augment_
     source = RecordSource(selection.paths, selection.rows["source_index"])
     part = len(source) // shard_count
     records_ds = grain.MapDataset.source(source)[shard_index * part:(shard_index + 1) * part]
-    records_ds = records_ds.seed(seed).shuffle().repeat(None)  # a new permutation each epoch
+    # grain keys random draws by position within this part: each part needs its own seed, or every process
+    # would flip, shift and add the same noise at the same step. Part 0 keeps `seed` (one process: unchanged).
+    part_seed = seed if shard_index == 0 else int(np.random.SeedSequence([seed, shard_index]).generate_state(1)[0])
+    records_ds = records_ds.seed(part_seed).shuffle().repeat(None)  # a new permutation each epoch
     if augment_config.enabled:
         records_ds = records_ds.map(DecodeMasked(selection.plan_hash, selection.grid)).random_map(
             Augment(augment_config))

@@ -104,6 +104,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
         if start >= total_steps and (workdir / "summary.json").is_file():
             print(f"{workdir}: already trained to step {start} of {total_steps}; nothing to do", flush=True)
             return json.loads((workdir / "summary.json").read_text())
+        _check_same_input_version(workdir / "run.json")
     state, state_sharding = build_state(config, head, train_rows.grid, total_steps, mesh)
     train_step, predict_step = steps.jit_steps(mesh, state_sharding)
 
@@ -119,6 +120,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
                  "steps_per_epoch": steps_per_epoch, "train_records": len(train_rows.rows),
                  "validation_records": len(val_rows.rows), "selection_sha256": selection, "devices": jax.device_count(),
                  "processes": jax.process_count(), "platform": jax.devices()[0].platform,
+                 "input_version": input_pipeline.INPUT_VERSION,
                  "conv": conv.resolve(config.model.conv, dtype=jnp.dtype(config.model.dtype)), "jax": jax.__version__}
     if is_writer:
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
@@ -272,6 +274,18 @@ def _check_same_selection(run_json: Path, selection: str) -> None:
         raise ValueError(f"{run_json.parent} was trained on another selection of records (eligibility.csv, the "
                          "records or the data subset changed since); use a new --workdir, or delete this one "
                          "to retrain")
+
+
+def _check_same_input_version(run_json: Path) -> None:
+    """Refuses to resume a workdir whose saved input iterator another input pipeline wrote (input_pipeline's
+    INPUT_VERSION; run.json without one is version 1, grain's DataLoader): its state cannot be restored."""
+    if not run_json.is_file():
+        return
+    saved = json.loads(run_json.read_text()).get("input_version", 1)
+    if saved != input_pipeline.INPUT_VERSION:
+        raise ValueError(f"{run_json.parent} was checkpointed by an older input pipeline (version {saved}, this "
+                         f"code writes {input_pipeline.INPUT_VERSION}) and cannot resume here; use a new --workdir, or "
+                         "delete this one to retrain")
 
 
 def flatten(tree: dict, separator: str = ".", prefix: str = "") -> dict:

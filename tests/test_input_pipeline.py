@@ -180,3 +180,27 @@ def test_training_batches_do_not_depend_on_worker_processes_and_each_epoch_is_a_
     first, second = index[:count], index[count:2 * count]
     assert sorted(first) == sorted(second) == list(range(count))  # every record once per epoch
     assert not np.array_equal(first, second)  # shuffled afresh each epoch
+
+
+def test_each_process_part_has_its_own_records_and_its_own_augmentation(training_records):
+    # grain keys random draws by position within a part: with one seed for all parts every process would add
+    # the same offset (and noise, flips, shifts) at the same step.
+    selection = input_pipeline.select(training_records, "lumbar", "train")
+    only_offset = _augment_config(flip_left_right=False, intensity_scale=0, gamma_log_range=0, bias_field=0,
+                                  noise_sd=0, shift_voxels=0, intensity_shift=0.5)
+    source = input_pipeline.RecordSource(selection.paths, selection.rows["source_index"])
+    decode = input_pipeline.Decode(selection.plan_hash, selection.grid)
+    parts = []
+    for part in (0, 1):
+        batch = input_pipeline.train_dataset(selection, local_batch=4, seed=0, augment_config=only_offset,
+                                             shard_index=part, shard_count=2)[0]
+        offsets = []
+        for k, i in enumerate(batch["index"]):
+            plain = decode.map(source[int(i)])
+            inside = plain["mask"] != 0
+            offsets.append(float(np.median(batch["volume"][k, ..., 0].astype(np.float32)[inside]
+                                           - plain["volume"].astype(np.float32)[inside])))
+        parts.append((set(batch["index"].tolist()), np.round(offsets, 2)))
+    assert not parts[0][0] & parts[1][0]
+    assert np.abs(np.concatenate([parts[0][1], parts[1][1]])).max() > 0.05  # the offsets are there
+    assert not np.allclose(parts[0][1], parts[1][1], atol=0.02)

@@ -70,6 +70,8 @@ def test_bounding_box_is_the_extent_of_the_true_voxels():
     ((4.0, 4.0, 4.0), 8.0),
     ((3.0, 2.0, 2.0), 6.0),    # anisotropic
     ((2.0, 1.0, 1.0), 5.0),    # a ball too large for shifted ORs: the distance transform on the crop
+    ((0.39, 0.39, 0.39), 1.17),  # radius / spacing rounds below 3 in float64, yet 3 x 0.39 <= 1.17
+    ((1.0, 0.39, 1.0), 1.17),
     ((4.0, 4.0, 4.0), 3.0),    # smaller than a voxel: nothing added
 ])
 def test_dilation_is_the_distance_transform_threshold(spacing, radius):

@@ -231,3 +231,15 @@ def test_two_processes_train_together_and_agree(training_records, tmp_path):
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines if m["kind"] == "train"] == [3, 6, 9, 12]  # written once, by process 0
     assert checkpointing.manager(tmp_path, keep=2, read_only=True).all_steps() == [6, 12]
+
+
+def test_a_workdir_checkpointed_by_the_old_input_pipeline_is_refused_on_resume(tmp_path):
+    # grain's DataLoader saved another iterator state than the dataset API restores: say so, never crash later.
+    from spinejax import input_pipeline, train
+
+    run_json = tmp_path / "run.json"
+    run_json.write_text(json.dumps({"selection_sha256": "x"}))  # before input_version existed: the DataLoader
+    with pytest.raises(ValueError, match="older input pipeline"):
+        train._check_same_input_version(run_json)
+    run_json.write_text(json.dumps({"input_version": input_pipeline.INPUT_VERSION}))
+    train._check_same_input_version(run_json)

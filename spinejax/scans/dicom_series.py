@@ -286,13 +286,14 @@ def native_pixels(dataset: Dataset) -> np.ndarray | None:
     try:
         bits, stored, signed = int(dataset.BitsAllocated), int(dataset.BitsStored), int(dataset.PixelRepresentation)
         rows, columns = int(dataset.Rows), int(dataset.Columns)
-        frames, samples = int(dataset.get("NumberOfFrames") or 1), int(dataset.get("SamplesPerPixel") or 1)
+        frames, samples = int(dataset.get("NumberOfFrames") or 1), int(dataset.SamplesPerPixel)
+        grey = str(dataset.PhotometricInterpretation) in ("MONOCHROME1", "MONOCHROME2")
         data = dataset.PixelData
     except Exception:  # noqa: BLE001 - a missing or malformed attribute: pydicom's decoder says what is wrong
         return None
     count = frames * rows * columns
-    if (bits not in (8, 16) or not 0 < stored <= bits or signed not in (0, 1) or samples != 1 or min(rows, columns,
-            frames) < 1 or not isinstance(data, bytes) or len(data) < count * (bits // 8)):
+    if (not grey or bits not in (8, 16) or not 0 < stored <= bits or signed not in (0, 1) or samples != 1
+            or min(rows, columns, frames) < 1 or not isinstance(data, bytes) or len(data) < count * (bits // 8)):
         return None
     pixels = np.frombuffer(data, np.dtype(f"<{'i' if signed else 'u'}{bits // 8}"), count)
     if stored < bits:  # the unused high bits mean nothing (PS3.5 8.1.1): shift them out as pydicom does

@@ -73,15 +73,16 @@ def bounding_box(present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def ball(spacing_mm: np.ndarray, radius_mm: float) -> np.ndarray:
     """[2k0+1, 2k1+1, 2k2+1] bool: the voxel offsets whose centre is within radius_mm of the centre, on a
     grid of spacing_mm [3] (mm). The structuring element of dilation by a distance."""
-    reach = np.floor(radius_mm / np.asarray(spacing_mm, float)).astype(int)
+    # one voxel more than the quotient: floor(r / s) can round down where (k + 1) s <= r still holds (0.39, 1.17)
+    reach = np.floor(radius_mm / np.asarray(spacing_mm, float)).astype(int) + 1
     axes = np.meshgrid(*[np.arange(-k, k + 1) * s for k, s in zip(reach, spacing_mm)], indexing="ij")
     return np.sqrt(sum(a * a for a in axes)) <= radius_mm
 
 
 def dilate_mm(mask: np.ndarray, spacing_mm: np.ndarray, radius_mm: float) -> np.ndarray:
     """`mask` [a0, a1, a2] bool grown by every voxel within radius_mm (Euclidean, mm, anisotropic spacing
-    respected): exactly ndimage.distance_transform_edt(~mask, sampling=spacing_mm) <= radius_mm, computed on
-    the mask's bounding box plus the radius only."""
+    respected): exactly ndimage.distance_transform_edt(~mask, sampling=spacing_mm) <= radius_mm (for a mask
+    holding at least one voxel; an empty mask stays empty), computed on the mask's bounding box plus the radius."""
     if radius_mm <= 0 or not mask.any():
         return mask.copy()
     element = ball(spacing_mm, radius_mm)
