@@ -110,11 +110,6 @@ def _bias_factors(shape, rng: np.random.Generator, strength: float) -> tuple[np.
     return np.exp(c[[0, 3]] @ z_terms), np.exp(np.tensordot(c[[1, 2, 4, 5, 6]], plane_terms, axes=1))
 
 
-def _bias_field(shape, rng: np.random.Generator, strength: float) -> np.ndarray:
-    """The dense bias field of `_bias_factors`, float32 `shape`."""
-    along_slices, plane = _bias_factors(shape, rng, strength)
-    return along_slices[:, None, None] * plane[None]
-
 
 @functools.lru_cache(maxsize=8)
 def _quadratic_terms(shape) -> tuple[np.ndarray, np.ndarray]:

@@ -146,10 +146,11 @@ def test_the_training_loader_augments_inside_the_mask_and_reproducibly(training_
 
 
 def test_bias_field_is_the_exp_of_the_seven_term_quadratic():
-    # augment._bias_field factors the field into a depth profile times a rows x cols plane; the values are those of
+    # augment._bias_factors gives the field as a depth profile times a rows x cols plane; the values are those of
     # the quadratic exp(c . (z, y, x, z^2, y^2, x^2, y x)) with the seven coefficients drawn in that order.
     shape, strength = (5, 12, 7), 0.3
-    field = augment._bias_field(shape, np.random.default_rng(3), strength)
+    along_slices, plane = augment._bias_factors(shape, np.random.default_rng(3), strength)
+    field = along_slices[:, None, None] * plane[None]
     draws = np.random.default_rng(3)
     c = [draws.normal(0, strength) for _ in range(7)]
     z, y, x = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
