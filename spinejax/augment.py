@@ -12,6 +12,7 @@ Everything is applied inside the spine mask only; outside stays 0, as in the rec
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -27,54 +28,94 @@ def augment(volume: np.ndarray, mask: np.ndarray, rng: np.random.Generator, conf
 
 
 def augment_inside(values: np.ndarray, inside: np.ndarray, rng: np.random.Generator, config) -> np.ndarray:
-    """One random augmentation of a slab given as its in-mask values (what spinejax.records stores).
+    """One random augmentation of a slab given as its in-mask values (what spinejax.records stores):
+    `augment_batch` of a batch of one. values: [n] float16 or float32, the slab at the n True voxels of `inside`
+    (bool [slices, rows, cols]) in C order. Returns float16 [slices, rows, cols]."""
+    return augment_batch([values], [inside], rng, config)[0]
 
-    values: [n] float16 or float32, the slab at the n True voxels of `inside` in C order. inside: bool
-    [slices, rows, cols]. config: the `augment` block (ranges below; 0 turns a change off). Returns float16
-    [slices, rows, cols] (the records' precision; the model casts its input on the device): the changed values,
-    computed in float32, placed in the (flipped, shifted) mask, 0 elsewhere; a view into a buffer of its own.
 
-    Only the n values are computed on (the mask holds 10-25% of a slab), flip and shift are one placement into
-    a zero buffer padded by the shift, and float16 halves what batching copies: about 0.8 ms per CPU-preset slab
-    on a 2-core Xeon, against 1.3 ms for converting the dense slab to float32 and passes over it (grain's input
-    has to outrun the train step several times over, README "Training").
+def augment_batch(values: Sequence[np.ndarray], insides: Sequence[np.ndarray], rng: np.random.Generator,
+                  config) -> np.ndarray:
+    """One random augmentation of each slab of a batch, each given as its in-mask values.
+
+    values[i]: [n_i] float16 or float32, slab i at the n_i True voxels of insides[i] in C order. insides[i]: bool
+    [slices, rows, cols], the same shape for every slab. config: the `augment` block (ranges below; 0 turns a
+    change off). Returns float16 [batch, slices, rows, cols], C-contiguous (the records' precision; the model casts
+    its input on the device): each slab's changed values, computed in float32, placed in its (flipped, shifted)
+    mask, 0 elsewhere. The caller's arrays are left alone.
+
+    Per batch, not per slab: every slab's values are computed on in one float32 buffer and placed straight into
+    the batch array, so a batch allocates a handful of arrays instead of a dozen per slab and is never stacked.
+    After XLA has compiled a step in the process, fresh numpy allocations cost more (README "Training"); the
+    input has to outrun the train step several times over. The draws: per slab gamma, gain, offset, the 7 bias
+    coefficients, noise sd, flip, row and column shift (each an array over the batch), then the noise.
     """
-    values = values.astype(np.float32)  # a copy: the caller's values are left alone
-    if values.size:
+    count = len(values)
+    shape = tuple(insides[0].shape) if count else (0, 0, 0)
+    slices, rows, cols = shape
+    sizes = np.array([v.size for v in values], np.intp)
+    ends = np.cumsum(sizes)
+    work = np.concatenate([np.ravel(v) for v in values], dtype=np.float32) if count else np.zeros(0, np.float32)
+    gammas = np.exp(rng.uniform(-config.gamma_log_range, config.gamma_log_range, count))
+    gains = rng.uniform(1 - config.intensity_scale, 1 + config.intensity_scale, count)
+    offsets = rng.uniform(-config.intensity_shift, config.intensity_shift, count)
+    coefficients = rng.normal(0, config.bias_field, (count, 7)) if config.bias_field > 0 else None
+    noise_sds = rng.uniform(0, config.noise_sd, count).astype(np.float32)
+    flips = (rng.random(count) < 0.5) & bool(config.flip_left_right)
+    pad = int(config.shift_voxels)
+    moves = rng.integers(-pad, pad + 1, (count, 2)) if pad > 0 else np.zeros((count, 2), np.intp)
+    for i in range(count):
+        segment = work[ends[i] - sizes[i]:ends[i]]
+        if not segment.size:
+            continue
         if config.gamma_log_range > 0:  # contrast: gamma on the in-mask values mapped to [0, 1]
-            low, high = values.min(), values.max()
+            low, high = segment.min(), segment.max()
             span = max(float(high - low), 1e-6)
-            gamma = np.exp(rng.uniform(-config.gamma_log_range, config.gamma_log_range))
-            values -= low
-            values *= np.float32(1 / span)
-            values **= np.float32(gamma)
+            segment -= low
+            segment *= np.float32(1 / span)
+            np.power(segment, np.float32(gammas[i]), out=segment)
         else:
             low, span = np.float32(0), 1.0
-        # back from [0, 1] and the gain and offset in one multiply-add: (v * span + low) * scale + shift
-        scale = rng.uniform(1 - config.intensity_scale, 1 + config.intensity_scale)
-        shift = rng.uniform(-config.intensity_shift, config.intensity_shift)
-        values *= np.float32(span * scale)
-        values += np.float32(low * scale + shift)
-        if config.bias_field > 0:
-            along_slices, plane = _bias_factors(inside.shape, rng, config.bias_field)
+        # back from [0, 1] and the gain and offset in one multiply-add: (v * span + low) * gain + offset
+        segment *= np.float32(span * gains[i])
+        segment += np.float32(low * gains[i] + offsets[i])
+        if coefficients is not None:
+            along_slices, plane = _bias_factors_from(shape, coefficients[i])
             # values are in C order, slice by slice: the depth factor repeats over each slice's count
-            per_slice = inside.reshape(len(inside), -1).view(np.uint8).sum(axis=1, dtype=np.intp)  # bool as 0/1
-            values *= np.repeat(along_slices, per_slice)
-            values *= np.broadcast_to(plane, inside.shape)[inside]
-        if config.noise_sd > 0:
-            sd = np.float32(rng.uniform(0, config.noise_sd))
-            noise = standard_normal(rng, values.size)
-            noise *= sd
-            values += noise
-    flip = bool(config.flip_left_right) and rng.random() < 0.5
-    pad = int(config.shift_voxels)
-    dr, dc = rng.integers(-pad, pad + 1, size=2) if pad > 0 else (0, 0)
+            segment *= np.repeat(along_slices, _per_slice_counts(insides[i]))
+            segment *= np.broadcast_to(plane, shape)[insides[i]]
+    if config.noise_sd > 0 and work.size:
+        noise = standard_normal(rng, work.size)
+        noise *= np.repeat(noise_sds, sizes)
+        work += noise
+    placed = work.astype(np.float16)
+    out = np.zeros((count, *shape), np.float16)
+    for i in range(count):
+        _place(out[i], insides[i], placed[ends[i] - sizes[i]:ends[i]], bool(flips[i]), *map(int, moves[i]))
+    return out
+
+
+def _place(out: np.ndarray, inside: np.ndarray, values: np.ndarray, flip: bool, dr: int, dc: int) -> None:
+    """Writes `values` (at the True voxels of `inside`, C order) into the zeros of `out` ([slices, rows, cols]):
+    voxel (s, r, c) lands at slice s (slices-1-s when flipped), row r + dr, column c + dc; values moved off the
+    grid are dropped."""
     slices, rows, cols = inside.shape
-    buffer = np.zeros((slices, rows + 2 * pad, cols + 2 * pad), np.float16)
-    # Where voxel (s, r, c) lands: slice s (or slices-1-s when flipped), row r + dr, column c + dc.
-    target = buffer[:, pad + dr:pad + dr + rows, pad + dc:pad + dc + cols]
-    (target[::-1] if flip else target)[inside] = values.astype(np.float16)
-    return buffer[:, pad:pad + rows, pad:pad + cols]
+    source = (slice(None), slice(max(0, -dr), rows - max(0, dr)), slice(max(0, -dc), cols - max(0, dc)))
+    target = out[:, max(0, dr):rows - max(0, -dr), max(0, dc):cols - max(0, -dc)]
+    kept = inside[source]
+    if np.count_nonzero(kept) != values.size:  # some of the mask moves off the grid: keep the values that stay
+        window = np.zeros(inside.shape, bool)
+        window[source] = True
+        values = values[window[inside]]
+    (target[::-1] if flip else target)[kept] = values
+
+
+def _per_slice_counts(inside: np.ndarray) -> np.ndarray:
+    """True voxels of each slice of bool [slices, rows, cols]: [slices] unsigned ints (summed as bytes: numpy's
+    count_nonzero along an axis is 5x slower; uint16 where a slice cannot overflow it, the fastest)."""
+    plane = inside.shape[1] * inside.shape[2]
+    dtype = np.uint16 if plane < 2**16 else np.uint32
+    return inside.reshape(len(inside), -1).view(np.uint8).sum(axis=1, dtype=dtype)
 
 
 def standard_normal(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -99,16 +140,21 @@ def standard_normal(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def _bias_factors(shape, rng: np.random.Generator, strength: float) -> tuple[np.ndarray, np.ndarray]:
-    """exp of a random quadratic over the slab, coefficients ~ N(0, strength): a smooth gain of about +-strength,
-    as its two factors (float32 [slices], float32 [rows, cols]); the field is their outer product.
+    """exp of a random quadratic over the slab, coefficients ~ N(0, strength) drawn from `rng`: a smooth gain of
+    about +-strength, as `_bias_factors_from` gives it."""
+    return _bias_factors_from(shape, rng.normal(0, strength, 7))
+
+
+def _bias_factors_from(shape, coefficients: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """exp of the quadratic with `coefficients` ([7]) over the slab, as its two factors (float32 [slices], float32
+    [rows, cols]); the field is their outer product.
 
     The quadratic's terms are z, y, x, z^2, y^2, x^2 and y*x (coordinates in [-1, 1]), so the field is
     exp(a z + d z^2) times a rows x cols plane: one multiply per voxel instead of seven passes and an exp.
     """
-    c = rng.normal(0, strength, 7).astype(np.float32)  # one draw per term, in the order above
+    c = np.asarray(coefficients, np.float32)
     z_terms, plane_terms = _quadratic_terms(tuple(shape))
     return np.exp(c[[0, 3]] @ z_terms), np.exp(np.tensordot(c[[1, 2, 4, 5, 6]], plane_terms, axes=1))
-
 
 
 @functools.lru_cache(maxsize=8)

@@ -8,8 +8,8 @@ subjects (the data-size ablation: the 10% subjects lie inside the 25% ones, what
 
 Train input (grain's dataset API): each process reads its own contiguous part of the records, shuffled
 afresh each epoch from the seed, augmented, in batches of global_batch / process_count. Batch k is a
-function of the records, the seed and k alone (the augmentation's random draws are keyed by position), so
-threads and worker processes change the speed, never the batches (on the same numpy build and CPU: its
+function of the records, the seed and k alone (the augmentation's random draws are keyed by the batch's
+position), so threads and worker processes change the speed, never the batches (on the same numpy build and CPU: its
 float32 log, sin and cos may differ in the last bit between SIMD paths). Its iterator state is saved in the
 checkpoint, so a resumed run sees exactly the data the straight run would have. Evaluation input: every
 record of the split exactly once, padded to whole global batches with zero-weight examples, each process
@@ -181,8 +181,8 @@ class Decode(grain.transforms.Map):
 
 
 class DecodeMasked(Decode):
-    """(i, bytes) -> the in-mask values (float16 [n]) and the mask (bool [slices, rows, cols]) for Augment, which
-    makes the dense volume: no dense float volume is made twice per training sample."""
+    """(i, bytes) -> the in-mask values (float16 [n]) and the mask (bool [slices, rows, cols]) for AugmentBatch,
+    which makes the dense volumes: no dense float volume is made twice per training sample."""
 
     def map(self, element):
         i, blob = element
@@ -196,15 +196,19 @@ class DecodeMasked(Decode):
                 "weight": np.float32(1), "index": np.int32(i)}
 
 
-class Augment(grain.transforms.RandomMap):
-    """DecodeMasked's element -> volume [slices, rows, cols] float16, augmented (spinejax.augment)."""
+class AugmentBatch(grain.transforms.RandomMap):
+    """A batch (tuple) of DecodeMasked's elements -> one batch: volume [batch, slices, rows, cols, 1] float16,
+    augmented (spinejax.augment.augment_batch, written straight into the batch array), age, weight [batch]
+    float32, index [batch] int32."""
 
     def __init__(self, config):
         self.config = config
 
-    def random_map(self, element, rng: np.random.Generator):
-        rest = {k: v for k, v in element.items() if k not in ("values", "inside")}
-        return {**rest, "volume": augment.augment_inside(element["values"], element["inside"], rng, self.config)}
+    def random_map(self, elements, rng: np.random.Generator):
+        volume = augment.augment_batch([e["values"] for e in elements], [e["inside"] for e in elements], rng,
+                                       self.config)
+        return {"volume": volume[..., None], **{key: np.stack([e[key] for e in elements])
+                                                for key in ("age", "weight", "index")}}
 
 
 class ToModelInput(grain.transforms.Map):
@@ -222,9 +226,10 @@ def read_options(batch: int) -> grain.ReadOptions:
     return grain.ReadOptions(num_threads=2, prefetch_buffer_size=max(32, 2 * batch))
 
 
-# What a saved input iterator state means: 2 is grain's dataset API (train_dataset), 1 was its DataLoader. A
-# checkpoint of another version cannot be restored into this iterator (train.py refuses to resume it).
-INPUT_VERSION = 2
+# What a saved input iterator state means: 3 is grain's dataset API drawing augmentation per batch, 2 drew it per
+# record, 1 was grain's DataLoader. A checkpoint of another version cannot be restored into this iterator (it
+# would see other batches than the straight run; train.py refuses to resume it).
+INPUT_VERSION = 3
 
 
 def train_dataset(selection: Selection, *, local_batch: int, seed: int, augment_config, shard_index: int = 0,
@@ -240,11 +245,10 @@ def train_dataset(selection: Selection, *, local_batch: int, seed: int, augment_
     # would flip, shift and add the same noise at the same step. Part 0 keeps `seed` (one process: unchanged).
     part_seed = seed if shard_index == 0 else int(np.random.SeedSequence([seed, shard_index]).generate_state(1)[0])
     records_ds = records_ds.seed(part_seed).shuffle().repeat(None)  # a new permutation each epoch
-    if augment_config.enabled:
-        records_ds = records_ds.map(DecodeMasked(selection.plan_hash, selection.grid)).random_map(
-            Augment(augment_config))
-    else:
-        records_ds = records_ds.map(Decode(selection.plan_hash, selection.grid))
+    if augment_config.enabled:  # augmented a batch at a time, the draws keyed by the batch's position
+        return records_ds.map(DecodeMasked(selection.plan_hash, selection.grid)).batch(
+            local_batch, drop_remainder=True, batch_fn=tuple).random_map(AugmentBatch(augment_config))
+    records_ds = records_ds.map(Decode(selection.plan_hash, selection.grid))
     return records_ds.map(ToModelInput()).batch(local_batch, drop_remainder=True)
 
 

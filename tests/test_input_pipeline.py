@@ -205,3 +205,40 @@ def test_each_process_part_has_its_own_records_and_its_own_augmentation(training
     assert not parts[0][0] & parts[1][0]
     assert np.abs(np.concatenate([parts[0][1], parts[1][1]])).max() > 0.05  # the offsets are there
     assert not np.allclose(parts[0][1], parts[1][1], atol=0.02)
+
+
+def test_a_batch_places_each_slab_in_its_own_mask_and_drops_what_moves_off_the_grid():
+    # augment_batch computes every slab's values in one buffer: each slab must get its own values back, placed by
+    # its own flip and shift; a mask touching the grid's edge loses exactly the voxels moved off it.
+    volume, mask = _slab()
+    edge = np.zeros_like(mask)
+    edge[1:7, 0:12, 14:20] = 1  # touches the first row and the last column
+    rng = np.random.default_rng(1)
+    edge_volume = np.where(edge, rng.normal(0, 1, edge.shape), 0).astype(np.float16)
+    slabs = [(volume.astype(np.float16), mask), (edge_volume, edge)]
+    only_moves = _augment_config(intensity_scale=0, intensity_shift=0, gamma_log_range=0, bias_field=0,
+                                 noise_sd=0, shift_voxels=2)
+    placements = [{_placed(v, f, dr, dc).tobytes() for f in (False, True) for dr in range(-2, 3)
+                   for dc in range(-2, 3)} for v, _ in slabs]
+    moved_off = 0
+    for seed in range(30):
+        out = augment.augment_batch([v[m.astype(bool)] for v, m in slabs], [m.astype(bool) for _, m in slabs],
+                                    np.random.default_rng(seed), only_moves)
+        assert out.shape == (2, *mask.shape) and out.dtype == np.float16 and out.flags.c_contiguous
+        for k in range(2):
+            assert out[k].tobytes() in placements[k], f"seed {seed}: slab {k} is not one of its placements"
+        moved_off += np.count_nonzero(out[1]) < edge.sum()
+    assert moved_off > 5  # the edge slab did lose voxels off the grid in some draws
+    # Intensity changes: each slab's values get its own gain, none of another slab's (float16 rounds each value
+    # and its product to 2^-11 relative: the ratios agree to 5e-3).
+    only_gain = _augment_config(flip_left_right=False, intensity_shift=0, gamma_log_range=0, bias_field=0,
+                                noise_sd=0, shift_voxels=0, intensity_scale=0.1)
+    out = augment.augment_batch([v[m.astype(bool)] for v, m in slabs], [m.astype(bool) for _, m in slabs],
+                                np.random.default_rng(0), only_gain)
+    gains = []
+    for k, (v, m) in enumerate(slabs):
+        inside = m.astype(bool)
+        ratio = out[k][inside].astype(np.float32) / v[inside].astype(np.float32)
+        assert np.ptp(ratio) < 5e-3 * np.median(ratio), f"slab {k} got more than one gain"
+        gains.append(np.median(ratio))
+    assert all(0.9 - 1e-3 <= g <= 1.1 + 1e-3 and abs(g - 1) > 1e-3 for g in gains) and gains[0] != gains[1]
