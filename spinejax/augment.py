@@ -50,12 +50,10 @@ def augment_batch(values: Sequence[np.ndarray], insides: Sequence[np.ndarray], r
     input has to outrun the train step several times over. The draws: per slab gamma, gain, offset, the 7 bias
     coefficients, noise sd, flip, row and column shift (each an array over the batch), then the noise.
     """
-    count = len(values)
-    shape = tuple(insides[0].shape) if count else (0, 0, 0)
-    slices, rows, cols = shape
+    count, shape = len(values), tuple(insides[0].shape)
     sizes = np.array([v.size for v in values], np.intp)
     ends = np.cumsum(sizes)
-    work = np.concatenate([np.ravel(v) for v in values], dtype=np.float32) if count else np.zeros(0, np.float32)
+    work = np.concatenate([np.ravel(v) for v in values], dtype=np.float32)
     gammas = np.exp(rng.uniform(-config.gamma_log_range, config.gamma_log_range, count))
     gains = rng.uniform(1 - config.intensity_scale, 1 + config.intensity_scale, count)
     offsets = rng.uniform(-config.intensity_shift, config.intensity_shift, count)
@@ -139,15 +137,10 @@ def standard_normal(rng: np.random.Generator, n: int) -> np.ndarray:
     return out[:n]
 
 
-def _bias_factors(shape, rng: np.random.Generator, strength: float) -> tuple[np.ndarray, np.ndarray]:
-    """exp of a random quadratic over the slab, coefficients ~ N(0, strength) drawn from `rng`: a smooth gain of
-    about +-strength, as `_bias_factors_from` gives it."""
-    return _bias_factors_from(shape, rng.normal(0, strength, 7))
-
-
 def _bias_factors_from(shape, coefficients: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """exp of the quadratic with `coefficients` ([7]) over the slab, as its two factors (float32 [slices], float32
-    [rows, cols]); the field is their outer product.
+    """exp of the quadratic with `coefficients` ([7]; augmentation draws them ~ N(0, bias_field), a smooth gain of
+    about +-bias_field) over the slab, as its two factors (float32 [slices], float32 [rows, cols]); the field is their
+    outer product.
 
     The quadratic's terms are z, y, x, z^2, y^2, x^2 and y*x (coordinates in [-1, 1]), so the field is
     exp(a z + d z^2) times a rows x cols plane: one multiply per voxel instead of seven passes and an exp.

@@ -283,7 +283,7 @@ def _check_same_input_version(run_json: Path) -> None:
         return
     saved = json.loads(run_json.read_text()).get("input_version", 1)
     if saved != input_pipeline.INPUT_VERSION:
-        raise ValueError(f"{run_json.parent} was checkpointed by an older input pipeline (version {saved}, this "
+        raise ValueError(f"{run_json.parent} was checkpointed by another input pipeline (version {saved}, this "
                          f"code writes {input_pipeline.INPUT_VERSION}) and cannot resume here; use a new --workdir, or "
                          "delete this one to retrain")
 

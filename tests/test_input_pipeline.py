@@ -146,13 +146,12 @@ def test_the_training_loader_augments_inside_the_mask_and_reproducibly(training_
 
 
 def test_bias_field_is_the_exp_of_the_seven_term_quadratic():
-    # augment._bias_factors gives the field as a depth profile times a rows x cols plane; the values are those of
-    # the quadratic exp(c . (z, y, x, z^2, y^2, x^2, y x)) with the seven coefficients drawn in that order.
+    # augment._bias_factors_from gives the field as a depth profile times a rows x cols plane; the values are those
+    # of the quadratic exp(c . (z, y, x, z^2, y^2, x^2, y x)) with the seven coefficients in that order.
     shape, strength = (5, 12, 7), 0.3
-    along_slices, plane = augment._bias_factors(shape, np.random.default_rng(3), strength)
+    c = np.random.default_rng(3).normal(0, strength, 7)
+    along_slices, plane = augment._bias_factors_from(shape, c)
     field = along_slices[:, None, None] * plane[None]
-    draws = np.random.default_rng(3)
-    c = [draws.normal(0, strength) for _ in range(7)]
     z, y, x = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
     expected = np.exp(c[0] * z + c[1] * y + c[2] * x + c[3] * z * z + c[4] * y * y + c[5] * x * x + c[6] * y * x)
     assert field.dtype == np.float32 and field.shape == shape

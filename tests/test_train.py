@@ -239,7 +239,7 @@ def test_a_workdir_checkpointed_by_the_old_input_pipeline_is_refused_on_resume(t
 
     run_json = tmp_path / "run.json"
     run_json.write_text(json.dumps({"selection_sha256": "x"}))  # before input_version existed: the DataLoader
-    with pytest.raises(ValueError, match="older input pipeline"):
+    with pytest.raises(ValueError, match="another input pipeline"):
         train._check_same_input_version(run_json)
     run_json.write_text(json.dumps({"input_version": input_pipeline.INPUT_VERSION}))
     train._check_same_input_version(run_json)
