@@ -64,7 +64,7 @@ def define_flags():
     flags.DEFINE_integer("paper_batch", 1, "global batch of the paper-scale network")
     flags.DEFINE_list("paper_grid", ["14", "793", "384"], "slices,rows,cols of the paper-scale input")
     flags.DEFINE_string("paper_dtype", "float32", "compute dtype of the paper-scale network without --peer")
-    flags.DEFINE_integer("input_batches", 60, "batches read per input-pipeline measurement")
+    flags.DEFINE_integer("input_batches", 150, "batches read per input-pipeline measurement")
     flags.DEFINE_bool("input_only", False, "time the input pipeline alone (no train step)")
     flags.DEFINE_bool("peer", False, "also time the same step in PyTorch, alternating with JAX")
     flags.DEFINE_list("convs", ["auto", "xla"], "with --peer: JAX convolutions to time (spinejax.conv.METHODS)")
