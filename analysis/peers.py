@@ -66,8 +66,9 @@ def paired_bootstrap(errors: dict[str, np.ndarray], subjects: np.ndarray, refere
     return out
 
 
-def peer_table(workdir, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """One row per evaluated set, population and model (module docstring), the CNN's own rows included."""
+def run_inputs(workdir) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """What a trained run's peers are fitted and scored on: (its training selection's rows, the report grades of
+    its records indexed by series_key [series, grade columns] float, its validation and test predictions)."""
     workdir = Path(workdir)
     config = json.loads((workdir / "config.json").read_text())
     run = json.loads((workdir / "run.json").read_text())
@@ -84,10 +85,16 @@ def peer_table(workdir, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
                                   eligibility_csv=data.get("eligibility_csv", ""),
                                   eligible_only=data.get("eligible_only", False), fraction=data.get("fraction", 1.0),
                                   subset_seed=data.get("subset_seed", 0)).rows
-    peers = fit_peers(grades.loc[train["series_key"]].to_numpy(), train["age"].astype(float).to_numpy(), seed)
     predictions = pd.concat([pd.read_csv(workdir / "predictions" / f"{s}.csv", dtype={"series_key": str,
                              "subject_key": str, "eligible": str}, keep_default_na=False)
                              for s in ("validation", "test")], ignore_index=True)
+    return train, grades, predictions
+
+
+def peer_table(workdir, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """One row per evaluated set, population and model (module docstring), the CNN's own rows included."""
+    train, grades, predictions = run_inputs(workdir)
+    peers = fit_peers(grades.loc[train["series_key"]].to_numpy(), train["age"].astype(float).to_numpy(), seed)
     rows = []
     for evaluated, splits in EVALUATED.items():
         chosen = predictions[predictions["split"].isin(splits)]

@@ -103,6 +103,8 @@ def _place(out: np.ndarray, slab: np.ndarray, flip: bool, dr: int, dc: int) -> N
     """Copies `slab` into the zeros of `out` (both [slices, rows, cols]): voxel (s, r, c) lands at slice s
     (slices-1-s when flipped), row r + dr, column c + dc; what moves off the grid is dropped."""
     slices, rows, cols = slab.shape
+    if abs(dr) >= rows or abs(dc) >= cols:  # everything moves off (slices of a negative stop would wrap around)
+        return
     source = slab[:, max(0, -dr):rows - max(0, dr), max(0, -dc):cols - max(0, dc)]
     out[:, max(0, dr):rows - max(0, -dr), max(0, dc):cols - max(0, -dc)] = source[::-1] if flip else source
 

@@ -175,19 +175,23 @@ class ShuffledEpochs(RecordSource):
         if count < 1:
             raise ValueError(f"no records to shuffle (rows {start} to {start + count})")
         self._start, self._count, self._seed = int(start), int(count), int(seed)
-        self._epoch = (-1, np.zeros(0, np.int64))  # the last epoch's permutation, replaced as one tuple (threads)
+        # The last two epochs' (epoch, permutation), newest first, replaced as one tuple: the reader threads may
+        # straddle an epoch's end, and each reads the tuple once.
+        self._epochs: tuple = ()
 
     def __len__(self) -> int:
         return sys.maxsize
 
     def __getitem__(self, k):
         epoch, position = divmod(int(k), self._count)
-        cached, permutation = self._epoch
-        if cached != epoch:
+        cache = self._epochs
+        permutation = next((p for e, p in cache if e == epoch), None)
+        if permutation is None:
             permutation = np.random.default_rng([self._seed, epoch]).permutation(self._count)
-            self._epoch = (epoch, permutation)
+            self._epochs = ((epoch, permutation), *cache[:1])
         row = self._start + int(permutation[position])
-        return row, self._source[int(self._indices[row])]
+        j = int(self._indices[row])
+        return row, (b"" if j < 0 else self._source[j])
 
     def __repr__(self) -> str:
         return f"ShuffledEpochs({len(self._paths)} files, rows {self._start} to {self._start + self._count})"

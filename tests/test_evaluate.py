@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import ablation, eligibility_truth, gradcam, peers, report
+from analysis import ablation, anatomy_ceiling, eligibility_truth, gradcam, peers, report
 from configs import eligibility as eligibility_config
 from data_prep.normal import eligibility
 from spinejax import workdir as workdir_format
@@ -141,6 +141,39 @@ def test_peers_are_fitted_on_the_cnns_training_series_and_scored_on_its_test_peo
     pooled = table.loc["validation+test", "all"]
     assert pooled.loc["report_ridge", "mae"] < pooled.loc["training_mean", "mae"] - 2
     assert pooled.loc["training_mean", "cnn_significantly"] == "better"
+
+
+def test_anatomy_ceiling_scores_each_model_on_the_runs_series_against_report_boosting(
+        evaluated, training_records, training_records_secret, tmp_path):
+    workdir, _ = evaluated
+    truth = json.loads((training_records.parent / "cohort" / "ground_truth.json").read_text())
+    # A second "seed": the same run with every prediction 4 years older.
+    other = tmp_path / "other"
+    (other / "predictions").mkdir(parents=True)
+    for name in ("config.json", "run.json"):
+        shutil.copy(workdir / name, other / name)
+    for split in ("validation", "test"):
+        table = pd.read_csv(workdir / "predictions" / f"{split}.csv", dtype={"series_key": str, "subject_key": str})
+        table.assign(predicted_age=table["predicted_age"] + 4).to_csv(other / "predictions" / f"{split}.csv",
+                                                                      index=False)
+    table = anatomy_ceiling.ceiling_table([workdir, other], truth, training_records_secret,
+                                          n_boot=500).set_index("model")
+    assert set(table.index) == {"report_ridge", "report_boosting", "anatomy_ridge", "anatomy_boosting",
+                                "biological_age", "cnn_0", "cnn_1", "cnn_mean"}
+    predictions = pd.concat([pd.read_csv(workdir / "predictions" / f"{s}.csv") for s in ("validation", "test")])
+    assert (table["series"] == len(predictions)).all()
+    error = predictions["predicted_age"] - predictions["age"]
+    assert table.loc["cnn_0", "mae"] == pytest.approx(error.abs().mean())
+    assert table.loc["cnn_1", "mae"] == pytest.approx((error + 4).abs().mean())
+    assert table.loc["cnn_mean", "mae"] == pytest.approx((error + 2).abs().mean())
+    assert table.loc["cnn_0", "better"] == pytest.approx(table.loc["report_boosting", "mae"] - error.abs().mean())
+    for _, row in table.iterrows():
+        assert row["better_ci_low"] <= row["better"] <= row["better_ci_high"]
+    # The hidden biological age, which the anatomy and then the report are drawn from, is the best predictor.
+    readers = table.loc[["report_ridge", "report_boosting", "anatomy_ridge", "anatomy_boosting"], "mae"]
+    assert table.loc["biological_age", "mae"] < readers.min()
+    with pytest.raises(ValueError, match="not in the ground truth"):  # records keyed with another secret
+        anatomy_ceiling.ceiling_table([workdir], truth, b"another-secret-0123456789")
 
 
 def test_ablation_table_from_finished_settings(evaluated, tmp_path):
