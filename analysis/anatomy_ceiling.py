@@ -4,10 +4,10 @@
 
 Synthetic cohorts only (their ground_truth.json). Beside the report readers of analysis.peers, each fitted on the
 training series the run(s) trained on:
-    anatomy_ridge, anatomy_boosting   ridge and gradient boosting on the anatomy each series was drawn with
-                                      (degeneration, fracture and slip per level, mean disc height): a perfect
-                                      reader of that anatomy, what an anatomy-reading model of this training size
-                                      can reach at best
+    anatomy_ridge, anatomy_boosting   the report's two readers (peers.fit_readers) on the anatomy each series was
+                                      drawn with (degeneration, fracture and slip per level, mean disc height): a
+                                      perfect reader of that anatomy, what an anatomy-reading model of this
+                                      training size can reach at best
     biological_age                    a line in the series' biological age, the hidden truth the anatomy is drawn
                                       from (no image shows it whole)
 and each run's CNN, plus `cnn_mean`, the mean of the runs' predictions, when several runs (seeds) share one
@@ -26,12 +26,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from absl import app, flags
-from sklearn.ensemble import HistGradientBoostingRegressor
-from sklearn.linear_model import LinearRegression, RidgeCV
+from sklearn.linear_model import LinearRegression
 
 from analysis import peers
 from spinejax.cohort import pseudonym
-from spinejax.errors import one_line_errors
+from spinejax.errors import InputError, one_line_errors
 
 FLAGS = flags.FLAGS
 REFERENCE = "report_boosting"
@@ -52,33 +51,29 @@ def ceiling_table(workdirs: list, truth: dict, secret: bytes, n_boot: int = 2000
     """One row per model (module docstring): series, subjects, mae with its 95% CI, and `better` (report boosting's
     MAE minus the model's, > 0 when the model is better) with its CI and whether the CI excludes 0."""
     if not workdirs:
-        raise ValueError("no workdir given")
+        raise InputError("no workdir given")
     runs = [peers.run_inputs(w) for w in workdirs]
     train, grades, predictions = runs[0]
     for w, (other_train, _, other_predictions) in zip(workdirs[1:], runs[1:]):
         if (sorted(other_train["series_key"]) != sorted(train["series_key"])
                 or sorted(other_predictions["series_key"]) != sorted(predictions["series_key"])):
-            raise ValueError(f"{w} trained or predicted on other series than {workdirs[0]}; give runs of one "
+            raise InputError(f"{w} trained or predicted on other series than {workdirs[0]}; give runs of one "
                              "selection (seeds of one setting)")
     anatomy, bio_age = drawn_anatomy(truth, secret)
     needed = set(train["series_key"]) | set(predictions["series_key"])
     missing = needed - set(anatomy.index)
     if missing:
-        raise ValueError(f"{len(missing)} of the runs' {len(needed)} series are not in the ground truth: another "
+        raise InputError(f"{len(missing)} of the runs' {len(needed)} series are not in the ground truth: another "
                          "cohort, or another secret than the records were keyed with")
     age = train["age"].astype(float).to_numpy()
     evaluated, evaluated_age = predictions["series_key"], predictions["age"].astype(float).to_numpy()
-    fitted = peers.fit_peers(grades.loc[train["series_key"]].to_numpy(), age, seed)
-    x_train, x_eval = anatomy.loc[train["series_key"]].to_numpy(), anatomy.loc[evaluated].to_numpy()
-    boosting = HistGradientBoostingRegressor(loss="absolute_error", learning_rate=0.05, max_iter=300,
-                                             min_samples_leaf=10, random_state=seed)
-    predicted = {
-        **{name: fitted[name](grades.loc[evaluated].to_numpy()) for name in ("report_ridge", REFERENCE)},
-        "anatomy_ridge": RidgeCV(alphas=np.logspace(-3, 3, 25)).fit(x_train, age).predict(x_eval),
-        "anatomy_boosting": boosting.fit(x_train, age).predict(x_eval),
-        "biological_age": LinearRegression().fit(bio_age.loc[train["series_key"]].to_numpy()[:, None], age).predict(
-            bio_age.loc[evaluated].to_numpy()[:, None]),
-    }
+    predicted = {}
+    for source, table in (("report", grades), ("anatomy", anatomy)):  # the same two readers on each
+        readers = peers.fit_readers(table.loc[train["series_key"]].to_numpy(), age, seed)
+        for name, reader in readers.items():
+            predicted[f"{source}_{name}"] = reader(table.loc[evaluated].to_numpy())
+    predicted["biological_age"] = LinearRegression().fit(bio_age.loc[train["series_key"]].to_numpy()[:, None],
+                                                         age).predict(bio_age.loc[evaluated].to_numpy()[:, None])
     cnn = [run[2].set_index("series_key").loc[evaluated, "predicted_age"].astype(float).to_numpy() for run in runs]
     for i, p in enumerate(cnn):
         predicted[f"cnn_{i}" if len(cnn) > 1 else "cnn"] = p
@@ -106,7 +101,10 @@ def define_flags() -> None:
 
 def main(argv: list[str]) -> None:
     del argv
-    truth = json.loads((Path(FLAGS.cohort) / "ground_truth.json").read_text())
+    truth_path = Path(FLAGS.cohort) / "ground_truth.json"
+    if not truth_path.is_file():
+        raise InputError(f"{truth_path}: missing; the anatomy ceiling needs a synthetic cohort's hidden truth")
+    truth = json.loads(truth_path.read_text())
     table = ceiling_table(FLAGS.workdirs, truth, pseudonym.load_secret(FLAGS.secret_file))
     out = Path(FLAGS.workdirs[0]) / "analysis" / "anatomy_ceiling.csv"
     out.parent.mkdir(exist_ok=True)

@@ -14,7 +14,6 @@ difference keeps the pairing. `minus_cnn` > 0 means the CNN's MAE is lower.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,9 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.linear_model import RidgeCV
 
 from spinejax import input_pipeline
+from spinejax import workdir as workdir_format
 from spinejax.cohort import schema as cohort_schema
+from spinejax.errors import InputError
 
 PEERS = ("training_mean", "report_ridge", "report_boosting")
 EVALUATED = {"validation": ("validation",), "test": ("test",), "validation+test": ("validation", "test")}
@@ -34,14 +35,22 @@ def grade_columns(reports: pd.DataFrame, conditions: list[str]) -> list[str]:
     return [c for c in reports.columns if "__" in c and c.split("__", 1)[0] in set(conditions)]
 
 
-def fit_peers(train_x: np.ndarray, train_age: np.ndarray, seed: int = 0) -> dict:
-    """Fitted peers: name -> function [n, features] float grades -> [n] predicted ages (years)."""
-    mean_age = float(np.mean(train_age))
+def fit_readers(train_x: np.ndarray, train_age: np.ndarray, seed: int = 0) -> dict:
+    """The two age readers of a feature table, fitted: {'ridge', 'boosting'} -> function [n, features] float ->
+    [n] predicted ages (years). Ridge with its penalty chosen by leave-one-out; gradient boosting with the
+    absolute-error loss. analysis.anatomy_ceiling fits the same two on the drawn anatomy."""
     ridge = RidgeCV(alphas=np.logspace(-2, 4, 25)).fit(train_x, train_age)
     boosting = HistGradientBoostingRegressor(loss="absolute_error", learning_rate=0.05, max_iter=300,
                                              min_samples_leaf=10, random_state=seed).fit(train_x, train_age)
-    return {"training_mean": lambda x: np.full(len(x), mean_age), "report_ridge": ridge.predict,
-            "report_boosting": boosting.predict}
+    return {"ridge": ridge.predict, "boosting": boosting.predict}
+
+
+def fit_peers(train_x: np.ndarray, train_age: np.ndarray, seed: int = 0) -> dict:
+    """Fitted peers: name -> function [n, features] float grades -> [n] predicted ages (years)."""
+    mean_age = float(np.mean(train_age))
+    readers = fit_readers(train_x, train_age, seed)
+    return {"training_mean": lambda x: np.full(len(x), mean_age), "report_ridge": readers["ridge"],
+            "report_boosting": readers["boosting"]}
 
 
 def paired_bootstrap(errors: dict[str, np.ndarray], subjects: np.ndarray, reference: str, n_boot: int = 2000,
@@ -70,16 +79,18 @@ def run_inputs(workdir) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """What a trained run's peers are fitted and scored on: (its training selection's rows, the report grades of
     its records indexed by series_key [series, grade columns] float, its validation and test predictions)."""
     workdir = Path(workdir)
-    config = json.loads((workdir / "config.json").read_text())
-    run = json.loads((workdir / "run.json").read_text())
-    data = config["data"]
+    config, run, _ = workdir_format.load_run(workdir)  # a folder that is not a workdir: one clear line
+    data = config.data
+    missing = [s for s in ("validation", "test") if not (workdir / "predictions" / f"{s}.csv").is_file()]
+    if missing:
+        raise InputError(f"{workdir}/predictions has no {' or '.join(missing)}.csv; run spinejax.evaluate first")
     records_dir = Path(data["records_dir"])
     declarations = cohort_schema.read_declarations(records_dir / "cohort_schema.json")
     reports = pd.read_csv(records_dir / "reports.csv", dtype={"series_key": str, "subject_key": str},
                           keep_default_na=False, na_values=[""], low_memory=False)
     columns = grade_columns(reports, declarations["conditions"])
     if not columns:
-        raise ValueError(f"{records_dir / 'reports.csv'}: no pathology grades, so no report-only peer")
+        raise InputError(f"{records_dir / 'reports.csv'}: no pathology grades, so no report-only peer")
     grades = reports.set_index("series_key")[columns].apply(pd.to_numeric, errors="coerce").fillna(0.0)
     train = input_pipeline.select(str(records_dir), run["region"], "train", plan_hash=run["plan_hash"],
                                   eligibility_csv=data.get("eligibility_csv", ""),

@@ -155,8 +155,12 @@ class RecordSource:
         return len(self._indices)
 
     def __getitem__(self, i):
+        return int(i), self._record(i)
+
+    def _record(self, i: int) -> bytes:
+        """The bytes of element i's record; b'' for padding."""
         j = int(self._indices[i])
-        return int(i), (b"" if j < 0 else self._source[j])
+        return b"" if j < 0 else self._source[j]
 
     def __repr__(self) -> str:  # grain logs the source; keep it short
         return f"RecordSource({len(self._paths)} files, {len(self)} records)"
@@ -190,8 +194,7 @@ class ShuffledEpochs(RecordSource):
             permutation = np.random.default_rng([self._seed, epoch]).permutation(self._count)
             self._epochs = ((epoch, permutation), *cache[:1])
         row = self._start + int(permutation[position])
-        j = int(self._indices[row])
-        return row, (b"" if j < 0 else self._source[j])
+        return row, self._record(row)
 
     def __repr__(self) -> str:
         return f"ShuffledEpochs({len(self._paths)} files, rows {self._start} to {self._start + self._count})"
@@ -234,7 +237,7 @@ class DecodeMasked(Decode):
 
 class AugmentBatch(grain.transforms.RandomMap):
     """A batch (tuple) of DecodeMasked's elements -> one batch: volume [batch, slices, rows, cols, 1] float16,
-    augmented (spinejax.augment.augment_batch, written straight into the batch array), age, weight [batch]
+    augmented (spinejax.augment.augment_batch, one array for the batch), age, weight [batch]
     float32, index [batch] int32."""
 
     def __init__(self, config):
@@ -265,8 +268,8 @@ def read_options(batch: int) -> grain.ReadOptions:
 # What a saved input iterator state means: 4 is spinejax's own epoch permutations (ShuffledEpochs) and the bias
 # field multiplied as one dense field; 3 shuffled with grain's index_shuffle and multiplied the field's two factors
 # in turn (other float rounding), both drawing augmentation per batch; 2 drew it per record; 1 was grain's
-# DataLoader. A checkpoint of another version cannot be restored into this iterator (it
-# would see other batches than the straight run; train.py refuses to resume it).
+# DataLoader. A checkpoint of another version cannot be restored into this iterator (it would see other batches
+# than the straight run; train.py refuses to resume it).
 INPUT_VERSION = 4
 
 
@@ -344,5 +347,4 @@ class _EvalSource(RecordSource):
         self._rows = np.asarray(selection_rows, np.int64)
 
     def __getitem__(self, i):
-        _, blob = super().__getitem__(i)
-        return int(self._rows[i]), blob
+        return int(self._rows[i]), self._record(i)

@@ -172,7 +172,7 @@ def test_anatomy_ceiling_scores_each_model_on_the_runs_series_against_report_boo
     # The hidden biological age, which the anatomy and then the report are drawn from, is the best predictor.
     readers = table.loc[["report_ridge", "report_boosting", "anatomy_ridge", "anatomy_boosting"], "mae"]
     assert table.loc["biological_age", "mae"] < readers.min()
-    with pytest.raises(ValueError, match="not in the ground truth"):  # records keyed with another secret
+    with pytest.raises(InputError, match="not in the ground truth"):  # records keyed with another secret
         anatomy_ceiling.ceiling_table([workdir], truth, b"another-secret-0123456789")
 
 
