@@ -3,20 +3,24 @@
 #   ./run.sh          set up .venv, then the whole pipeline on the synthetic cohort (runs/default/)
 #   ./run.sh test     the test suite (what CI runs)
 #   ./run.sh ablate   the default pipeline, then the ablation study (data size, loss, region) and its table
-#   ./run.sh study    the same at study scale: 3,000 people in runs/study, pipeline then ablation (about 4 h on
-#                     2 cores; run it again after an interruption and it resumes where it stopped)
+#   ./run.sh study    the same at study scale: 3,000 people in runs/study, records at 2 mm along the spine,
+#                     pipeline then ablation (about 3-4 h on 2 cores; run it again after an interruption and it
+#                     resumes where it stopped)
 #   ./run.sh setup    only create/update .venv
 # Environment: SPINEJAX_RUN (output folder, default runs/default), SPINEJAX_SUBJECTS (default 600),
-# SPINEJAX_SEED (default 0), PYTHON (interpreter for the venv, default python3).
+# SPINEJAX_SEED (default 0), SPINEJAX_RECORDS_CONFIG (the records plan: configs/records.py, for study
+# configs/records.py:rows_2mm), PYTHON (interpreter for the venv, default python3).
 set -euo pipefail
 cd "$(dirname "$0")"
 
-if [ "${1:-all}" = study ]; then  # study scale: its own folder and 5x the people
+if [ "${1:-all}" = study ]; then  # study scale: its own folder, 5x the people, records at 2 mm along the spine
   RUN_DIR=${SPINEJAX_RUN:-runs/study}
   SUBJECTS=${SPINEJAX_SUBJECTS:-3000}
+  RECORDS_CONFIG=${SPINEJAX_RECORDS_CONFIG:-configs/records.py:rows_2mm}
 else
   RUN_DIR=${SPINEJAX_RUN:-runs/default}
   SUBJECTS=${SPINEJAX_SUBJECTS:-600}
+  RECORDS_CONFIG=${SPINEJAX_RECORDS_CONFIG:-configs/records.py}
 fi
 SEED=${SPINEJAX_SEED:-0}
 PY=.venv/bin/python
@@ -87,16 +91,17 @@ pipeline() {
   sed -e 's#^table: .*#table: report_features/reports.csv#' "${RUN_DIR}/cohort/cohort_schema.yaml" > "${schema}.tmp"
   cmp -s "${schema}.tmp" "${schema}" && rm "${schema}.tmp" || mv "${schema}.tmp" "${schema}"
   stage "records (preprocess, de-identify, shard) -> ${RUN_DIR}/records" \
-    "${PY}" -m data_prep.build_records --input="${RUN_DIR}/cohort" --out="${RUN_DIR}/records" \
-    --secret_file="${key}" --config.schema_file="${schema}"
+    "${PY}" -m data_prep.build_records --config="${RECORDS_CONFIG}" --input="${RUN_DIR}/cohort" \
+    --out="${RUN_DIR}/records" --secret_file="${key}" --config.schema_file="${schema}"
   stage "normal-spine eligibility -> ${RUN_DIR}/eligibility" \
     "${PY}" -m data_prep.eligibility --input="${RUN_DIR}/cohort" --out="${RUN_DIR}/eligibility" \
     --secret_file="${key}" --config.schema_file="${schema}"
   stage "eligibility against the synthetic truth -> ${RUN_DIR}/eligibility/truth_check.json" \
     "${PY}" -m analysis.eligibility_truth --cohort="${RUN_DIR}/cohort" --eligibility="${RUN_DIR}/eligibility" \
     --secret_file="${key}" --schema_file="${schema}"
+  # A model of records or eligibility that changed since (a fixed row, another plan) is trained again.
   stage "training (CPU preset, eligible subjects, whole spine) -> ${RUN_DIR}/train" \
-    "${PY}" -m spinejax.main --config=configs/default.py:cpu --workdir="${RUN_DIR}/train" \
+    "${PY}" -m spinejax.main --config=configs/default.py:cpu --workdir="${RUN_DIR}/train" --retrain_if_inputs_changed \
     --config.data.records_dir="${RUN_DIR}/records" \
     --config.data.eligibility_csv="${RUN_DIR}/eligibility/eligibility.csv"
   if [ "${RUN_DIR}/train/predictions/metrics.json" -nt "${RUN_DIR}/train/summary.json" ]; then

@@ -4,7 +4,9 @@
 
 For each setting below and each training seed (config.seed), trains (configs/<file>.py with the preset),
 evaluates and analyses a run in RUN_DIR/ablation/<setting>/seed<k>/ on RUN_DIR's records and eligibility,
-skipping what is finished and resuming what was cut off (spinejax.main resumes from its checkpoints). The
+skipping what is finished and resuming what was cut off (spinejax.main resumes from its checkpoints); a run
+trained on records or eligibility that have changed since is trained again (records rebuilt with another plan,
+say). The
 baseline (L1 loss, whole spine, all training subjects) with seed 0 is RUN_DIR/train, the default run, when
 it exists. Then writes RUN_DIR/ablation/:
     ablation.csv, ablation.md   per setting: test MAE (mean over seeds, and their spread), its difference
@@ -25,6 +27,7 @@ import time
 from pathlib import Path
 
 import matplotlib
+import ml_collections
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -53,6 +56,14 @@ def workdir_of(run_dir: Path, setting: str, seed: int = 0) -> Path:
     return run_dir / "ablation" / setting / f"seed{seed}"
 
 
+def trained_on_other_records(workdir: Path) -> bool:
+    """True when the finished run in `workdir` read other records than its config selects now."""
+    from spinejax import train  # imports jax: only when a finished setting is checked
+
+    config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+    return train.inputs_changed(workdir, config)
+
+
 def run_setting(run_dir: Path, setting: str, config_file: str, argument: str, preset: str, seed: int) -> Path:
     """Trains, evaluates and analyses one setting with one seed (each step skipped when its output is newer)."""
     workdir = workdir_of(run_dir, setting, seed)
@@ -61,7 +72,8 @@ def run_setting(run_dir: Path, setting: str, config_file: str, argument: str, pr
     steps = [
         ([python, "-m", "spinejax.main", f"--config={config_file}" + (f":{arg}" if arg else ""),
           f"--workdir={workdir}", f"--config.data.records_dir={run_dir / 'records'}",
-          f"--config.data.eligibility_csv={run_dir / 'eligibility' / 'eligibility.csv'}", f"--config.seed={seed}"],
+          f"--config.data.eligibility_csv={run_dir / 'eligibility' / 'eligibility.csv'}", f"--config.seed={seed}",
+          "--retrain_if_inputs_changed"],
          workdir / "summary.json", None),
         ([python, "-m", "spinejax.evaluate", f"--workdir={workdir}", "--splits=validation,test"],
          workdir / "predictions" / "metrics.json", workdir / "summary.json"),
@@ -70,7 +82,11 @@ def run_setting(run_dir: Path, setting: str, config_file: str, argument: str, pr
          workdir / "analysis" / "associations.csv", workdir / "predictions" / "metrics.json"),
     ]
     for command, output, after in steps:
-        if output.is_file() and (after is None or output.stat().st_mtime >= after.stat().st_mtime):
+        fresh = output.is_file() and (after is None or output.stat().st_mtime >= after.stat().st_mtime)
+        if fresh and after is None and trained_on_other_records(workdir):
+            fresh = False  # summary.json of a model of the records as they were: spinejax.main trains it again
+            print(f"[{setting} seed {seed}] its records or eligibility changed since it was trained", flush=True)
+        if fresh:
             continue
         start = time.perf_counter()
         print(f"[{setting} seed {seed}] {' '.join(command[2:4])} ...", flush=True)
@@ -102,7 +118,10 @@ def _flat(config: dict, prefix: str = "") -> dict:
 def check_seeds_agree(run_dir: Path, setting: str, seeds: list[int]) -> None:
     """Raises ValueError when a setting's seeds were trained with configurations that differ in more than the
     seed (the default run reused as the baseline's seed 0, say, with another preset or records)."""
-    configs = {s: _flat(json.loads((workdir_of(run_dir, setting, s) / "config.json").read_text())) for s in seeds}
+    from spinejax.train import ADDED_KEYS  # imports jax: only when a setting is summarised
+
+    configs = {s: {**ADDED_KEYS, **_flat(json.loads((workdir_of(run_dir, setting, s) / "config.json").read_text()))}
+               for s in seeds}
     first = seeds[0]
     for seed in seeds[1:]:
         differ = sorted(k for k in configs[first].keys() | configs[seed].keys()

@@ -66,6 +66,9 @@ def get_config(arg: str | None = None, *, values_taken: int = 0) -> ml_collectio
     config.model.head_channels = 64
     config.model.stem_space_to_depth = ()  # e.g. (2, 2, 2): fold voxel blocks into channels first
     config.model.dropout = 0.5
+    # What the head reads of the last feature map: 'mean' over the grid (SFCN), 'masked_mean' over the spine mask,
+    # 'masked_rows' that mean per row band, flattened (spinejax.models.pool_features)
+    config.model.pooling = "mean"
     config.model.dtype = "float32"  # 'bfloat16': mixed precision (parameters stay float32)
     # How the 3x3x3 convolutions run; every choice computes the same function with the same parameters.
     # 'auto': 'onednn' on CPU (float32, one device, library built), else 'depth_concat' on CPU, 'xla' elsewhere.

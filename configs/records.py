@@ -52,7 +52,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     elif arg == "rows_2mm":
         # The CPU preset's plan with 2 mm along the spine (superior-inferior), where disc height is measured:
         # twice the voxels. At study scale it took the CPU preset's CNN from 4.51 to 4.30 pooled validation and
-        # test MAE (README "Study scale"), at about 1.6x the training time.
+        # test MAE (README "Study scale"), at about 1.6x the training time; ./run.sh study builds it.
         config.spacing_mm = (4.0, 2.0, 4.0)
         config.grids = ml_collections.ConfigDict({
             "whole": (16, 384, 48), "cervical": (16, 96, 32), "thoracic": (16, 192, 48), "lumbar": (16, 144, 48)})

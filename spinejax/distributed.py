@@ -48,3 +48,9 @@ def gather(x: jax.Array) -> np.ndarray:
     if jax.process_count() == 1:
         return np.asarray(x)
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def barrier(name: str) -> None:
+    """Waits until every process reaches `name` (no-op for one process): after process 0 changed shared files."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)

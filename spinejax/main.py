@@ -6,9 +6,11 @@
 Paths are taken relative to where the command runs and kept absolute in DIR/config.json, so the evaluation
 and the report find the same files from any directory.
 
-Resumes from DIR when it holds a checkpoint. Multi-process (one process per host): on a TPU VM pod or a
-SLURM cluster add --coordinator=auto; elsewhere --coordinator=HOST:PORT --num_processes=N --process_id=I
-on each host. The training loop is spinejax/train.py.
+Resumes from DIR when it holds a checkpoint (refused when the config or the records it selects changed since;
+--retrain_if_inputs_changed trains such a DIR again from step 0 when only the records or eligibility did).
+
+Multi-process (one process per host): on a TPU VM pod or a SLURM cluster add --coordinator=auto; elsewhere
+--coordinator=HOST:PORT --num_processes=N --process_id=I on each host. The training loop is spinejax/train.py.
 """
 
 import os
@@ -25,6 +27,9 @@ def define_flags():
     flags.DEFINE_string("coordinator", "", "multi-process runs: HOST:PORT of process 0, or 'auto'")
     flags.DEFINE_integer("num_processes", 1, "multi-process runs: number of processes")
     flags.DEFINE_integer("process_id", 0, "multi-process runs: this process's index")
+    flags.DEFINE_bool("retrain_if_inputs_changed", False,
+                      "a workdir trained on other records than the config selects now (records rebuilt, eligibility "
+                      "changed) is cleared and trained again from step 0 instead of refused")
     flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -44,7 +49,8 @@ def main(argv):
         if config.data[key]:
             config.data[key] = os.path.abspath(config.data[key])
     distributed.initialize(flags.FLAGS.coordinator, flags.FLAGS.num_processes, flags.FLAGS.process_id)
-    train.train_and_evaluate(config, flags.FLAGS.workdir)
+    train.train_and_evaluate(config, flags.FLAGS.workdir,
+                             retrain_if_inputs_changed=flags.FLAGS.retrain_if_inputs_changed)
 
 
 if __name__ == "__main__":

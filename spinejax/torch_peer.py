@@ -60,7 +60,10 @@ def volume_format(volume: torch.Tensor) -> torch.memory_format:
 
 
 def build(model_config) -> AgeCNN:
-    """The torch AgeCNN of configs/default.py's `model` block (scalar head)."""
+    """The torch AgeCNN of configs/default.py's `model` block (scalar head; SFCN's mean pooling only)."""
+    if model_config.get("pooling", "mean") != "mean":
+        raise ValueError(f"the PyTorch peer has SFCN's mean pooling only, not model.pooling="
+                         f"{model_config.pooling!r}: time it with --config.model.pooling=mean")
     return AgeCNN(model_config.channels, model_config.pools, model_config.head_channels,
                   model_config.stem_space_to_depth or None, model_config.dropout)
 

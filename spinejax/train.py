@@ -3,10 +3,12 @@
 train_and_evaluate(config, workdir) trains the model of `config` on the train split of
 config.data.records_dir, evaluates on the validation split every config.eval_every steps, and keeps orbax
 checkpoints in WORKDIR/checkpoints. A workdir that already holds a checkpoint is resumed from it, with the
-input iterator where it was, unless the config or the records it selects changed. Written to WORKDIR (by
-process 0): config.json (the config as given), run.json (what the run resolved: plan hash, age head, data
-counts, a fingerprint of the records it reads, steps, devices), metrics.jsonl, tensorboard/, and
-summary.json at the end.
+input iterator where it was, unless the config or the records it reads changed: a changed config is refused;
+changed records (rebuilt, another eligibility.csv) are refused too, or, with retrain_if_inputs_changed (what
+./run.sh and the ablation pass), the run is cleared and trained again from step 0: a finished model of other
+records is stale. Written to WORKDIR (by process 0): config.json (the config as given), run.json (what the run
+resolved: plan hash, age head, data counts, fingerprints of the records it reads and of their build, steps,
+devices), metrics.jsonl, tensorboard/, and summary.json at the end.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 import signal
 import threading
 import time
@@ -35,6 +38,10 @@ from spinejax.metric_writer import MetricWriter
 # iterator state has the shape of the worker layout it was saved from.
 RESUMABLE_CHANGES = ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "data.worker_buffer_size",
                      "model.conv")
+
+# Config keys added after runs were saved, with the value that computes what those runs computed: a saved
+# config.json without one reads as holding it (resuming, comparing an ablation's seeds).
+ADDED_KEYS = {"model.pooling": "mean"}
 
 
 class NonFiniteError(RuntimeError):
@@ -78,8 +85,11 @@ def params_fingerprint(state) -> str:
     return digest.hexdigest()[:16]
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
-    """Trains (or resumes) the run of `config` in `workdir`; returns the last validation metrics."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *, retrain_if_inputs_changed: bool = False
+                       ) -> dict:
+    """Trains (or resumes) the run of `config` in `workdir`; returns the last validation metrics.
+    retrain_if_inputs_changed: a workdir trained on other records than `config` selects now is cleared
+    (clear_run) and trained from step 0 instead of refused."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     is_writer = jax.process_index() == 0
@@ -97,10 +107,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     head = losses.make_head(config.loss, train_rows.rows["age"].to_numpy())
     checkpoints = checkpointing.manager(workdir, config.keep_checkpoints)
     start = checkpoints.latest_step() or 0
-    selection = selection_fingerprint(train_rows, val_rows)
+    inputs = inputs_of(train_rows, val_rows)
     if start:  # before compiling anything: a wrong workdir should fail fast, a finished one return at once
         _check_resumable(workdir / "config.json", config)
-        _check_same_selection(workdir / "run.json", selection)
+    if start and retrain_if_inputs_changed and _differ(saved_inputs(workdir), inputs):
+        # A model of other records is stale, finished or not: its outputs go, and it trains from step 0. Every
+        # process has read run.json before process 0 removes it.
+        distributed.barrier("spinejax_inputs_checked")
+        if is_writer:
+            print(f"{workdir}: trained on other records than it reads now (records rebuilt, or eligibility or "
+                  "the data subset changed); training again from step 0", flush=True)
+        checkpoints.close()
+        if is_writer:
+            clear_run(workdir)
+        distributed.barrier("spinejax_run_cleared")
+        checkpoints = checkpointing.manager(workdir, config.keep_checkpoints)
+        start = 0
+    if start:
+        _check_same_inputs(workdir, inputs)
         if start >= total_steps and (workdir / "summary.json").is_file():
             print(f"{workdir}: already trained to step {start} of {total_steps}; nothing to do", flush=True)
             return json.loads((workdir / "summary.json").read_text())
@@ -118,7 +142,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     run_facts = {"plan_hash": train_rows.plan_hash, "region": train_rows.region,
                  "grid": list(train_rows.grid), "head": dataclasses.asdict(head), "total_steps": total_steps,
                  "steps_per_epoch": steps_per_epoch, "train_records": len(train_rows.rows),
-                 "validation_records": len(val_rows.rows), "selection_sha256": selection, "devices": jax.device_count(),
+                 "validation_records": len(val_rows.rows), **inputs, "devices": jax.device_count(),
                  "processes": jax.process_count(), "platform": jax.devices()[0].platform,
                  "input_version": input_pipeline.INPUT_VERSION,
                  "conv": conv.resolve(config.model.conv, dtype=jnp.dtype(config.model.dtype)), "jax": jax.__version__}
@@ -246,8 +270,8 @@ def _check_resumable(saved_path: Path, config) -> None:
     """Refuses to resume a workdir under a config that changes what is computed."""
     if not saved_path.is_file():
         return
-    saved = flatten(json.loads(saved_path.read_text()))
-    now = flatten(json.loads(config.to_json_best_effort()))
+    saved = {**ADDED_KEYS, **flatten(json.loads(saved_path.read_text()))}
+    now = {**ADDED_KEYS, **flatten(json.loads(config.to_json_best_effort()))}
     changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
     if changed:
         raise ValueError(f"{saved_path.parent} holds a run of another config (differs in {', '.join(changed)}); "
@@ -265,15 +289,59 @@ def selection_fingerprint(train: input_pipeline.Selection, validation: input_pip
     return digest.hexdigest()
 
 
-def _check_same_selection(run_json: Path, selection: str) -> None:
-    """Refuses to resume a workdir whose training or validation records are no longer the same."""
+def inputs_of(train: input_pipeline.Selection, validation: input_pipeline.Selection) -> dict:
+    """What a run reads, as run.json keeps it: which records train and validate (`selection_sha256`) and the
+    records build they come from (`records_build`, the manifest's fingerprint of every input, plan, secret and
+    code: it moves when a row is fixed and the records are rebuilt, even under the same keys)."""
+    return {"selection_sha256": selection_fingerprint(train, validation),
+            "records_build": input_pipeline.read_manifest(Path(train.records_dir)).get("build_fingerprint")}
+
+
+def saved_inputs(workdir) -> dict | None:
+    """inputs_of the run in WORKDIR as its run.json recorded them; None without run.json."""
+    run_json = Path(workdir) / "run.json"
     if not run_json.is_file():
-        return
-    saved = json.loads(run_json.read_text()).get("selection_sha256")
-    if saved is not None and saved != selection:
-        raise ValueError(f"{run_json.parent} was trained on another selection of records (eligibility.csv, the "
-                         "records or the data subset changed since); use a new --workdir, or delete this one "
-                         "to retrain")
+        return None
+    run = json.loads(run_json.read_text())
+    return {key: run.get(key) for key in ("selection_sha256", "records_build")}
+
+
+def _differ(saved: dict | None, now: dict) -> bool:
+    """Whether saved inputs differ from `now`; a key the saved run.json lacks (written before it existed) is not
+    compared."""
+    return saved is not None and any(saved.get(k) is not None and saved[k] != now[k] for k in now)
+
+
+def inputs_changed(workdir, config) -> bool:
+    """True when WORKDIR holds a run of other records than `config` reads now: a finished one is stale.
+    spinejax.main refuses to resume such a run, or trains it again with --retrain_if_inputs_changed."""
+    return _differ(saved_inputs(workdir), inputs_of(*selections(config)))
+
+
+# What train_and_evaluate writes in a workdir, in the order a retrain removes them: summary.json first, so a
+# clearing cut short never looks finished, run.json last, so what is left is still known to be stale.
+# predictions/ (spinejax.evaluate's) stays: it is older than the new summary.json, so ./run.sh and the ablation
+# evaluate again.
+RUN_OUTPUTS = ("summary.json", "metrics.jsonl", "tensorboard", "checkpoints", "run.json")
+
+
+def clear_run(workdir) -> None:
+    """Removes WORKDIR's RUN_OUTPUTS (what spinejax.main wrote), so the run trains again from step 0; config.json
+    and anything else in WORKDIR stay. A link is removed, never followed."""
+    for name in RUN_OUTPUTS:
+        path = Path(workdir) / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
+def _check_same_inputs(workdir: Path, inputs: dict) -> None:
+    """Refuses to resume a workdir whose training or validation records are no longer the same."""
+    if _differ(saved_inputs(workdir), inputs):
+        raise ValueError(f"{workdir} was trained on another selection of records (eligibility.csv, the "
+                         "records or the data subset changed since); use a new --workdir, or pass "
+                         "--retrain_if_inputs_changed to train this one again from step 0")
 
 
 def _check_same_input_version(run_json: Path) -> None:

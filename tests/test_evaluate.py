@@ -222,3 +222,24 @@ def test_ablation_table_from_finished_settings(evaluated, tmp_path):
     (tmp_path / "ablation" / "loss_huber" / "seed1").symlink_to(odd, target_is_directory=True)
     with pytest.raises(ValueError, match=r"seeds 0 and 1 were trained with different settings \(batch_size\)"):
         ablation.summarise(tmp_path, "loss_huber", "loss", seeds=[0, 1])
+    # A finished setting is redone when the records or eligibility it was trained on changed since (records
+    # rebuilt, a row fixed): what its run.json recorded no longer matches what its config reads now.
+    assert not ablation.trained_on_other_records(workdir)
+    run = json.loads((odd / "run.json").read_text())
+    (odd / "run.json").write_text(json.dumps({**run, "selection_sha256": "0" * 64}))
+    assert ablation.trained_on_other_records(odd)
+    # A seed saved before model.pooling existed computed SFCN's mean: it agrees with one saved with 'mean', not
+    # with one saved with another pooling.
+    legacy = tmp_path / "legacy"
+    shutil.copytree(worse, legacy)
+    config = json.loads((legacy / "config.json").read_text())
+    assert config["model"].pop("pooling") == "mean"
+    (legacy / "config.json").write_text(json.dumps(config))
+    (tmp_path / "ablation" / "loss_softbin").mkdir()
+    (tmp_path / "ablation" / "loss_softbin" / "seed0").symlink_to(worse, target_is_directory=True)
+    (tmp_path / "ablation" / "loss_softbin" / "seed1").symlink_to(legacy, target_is_directory=True)
+    ablation.check_seeds_agree(tmp_path, "loss_softbin", [0, 1])
+    config["model"]["pooling"] = "masked_rows"
+    (legacy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"different settings \(model.pooling\)"):
+        ablation.check_seeds_agree(tmp_path, "loss_softbin", [0, 1])

@@ -114,7 +114,7 @@ def _lumbar_series(training_records) -> pd.DataFrame:
     return index[index.region == "lumbar"][["series_key", "subject_key"]].drop_duplicates()
 
 
-def test_resuming_under_another_config_or_selection_is_refused(training_records, tmp_path):
+def test_resuming_under_another_config_or_selection_is_refused_or_retrained(training_records, tmp_path):
     table = _lumbar_series(training_records)
     table["eligible"] = True
     eligibility_csv = tmp_path / "eligibility.csv"
@@ -124,13 +124,49 @@ def test_resuming_under_another_config_or_selection_is_refused(training_records,
                                           "data.eligibility_csv": str(eligibility_csv), "data.eligible_only": True})
     train.train_and_evaluate(config, workdir)
     assert train.train_and_evaluate(config, workdir)  # finished: returns its summary
+    assert not train.inputs_changed(workdir, config)
+    all_records = json.loads((workdir / "run.json").read_text())["train_records"]
     table["eligible"] = [i % 5 != 0 for i in range(len(table))]  # eligibility re-run with another result
     table.to_csv(eligibility_csv, index=False)
+    assert train.inputs_changed(workdir, config)  # the finished model is stale
     with pytest.raises(ValueError, match="another selection of records"):
         train.train_and_evaluate(config, workdir)
-    config.loss.name = "l2"
+    # With retrain_if_inputs_changed (./run.sh, the ablation), the stale run is cleared and trained again on
+    # the records selected now; a file spinejax did not write stays.
+    (workdir / "notes.txt").write_text("the site's own note")
+    (workdir / "predictions").mkdir()
+    (workdir / "predictions" / "metrics.json").write_text("{}")  # the old model's evaluation
+    train.train_and_evaluate(config, workdir, retrain_if_inputs_changed=True)
+    run = json.loads((workdir / "run.json").read_text())
+    assert run["train_records"] < all_records and not train.inputs_changed(workdir, config)
+    assert checkpointing.manager(workdir, keep=2, read_only=True).all_steps()[-1] == 4
+    assert len(list((workdir / "tensorboard").iterdir())) == 1  # the old run's event file went with it
+    assert (workdir / "notes.txt").read_text() == "the site's own note"
+    # The old evaluation stays, older than the new model: ./run.sh and the ablation evaluate again.
+    assert (workdir / "predictions" / "metrics.json").stat().st_mtime < (workdir / "summary.json").stat().st_mtime
+    # Records rebuilt with other content under the same keys (a fixed row) move the records' build fingerprint;
+    # a run.json written before records_build existed is judged by its selection alone.
+    assert run["records_build"] == json.loads((training_records / "manifest.json").read_text())["build_fingerprint"]
+    (workdir / "run.json").write_text(json.dumps({**run, "records_build": "another build"}))
+    assert train.inputs_changed(workdir, config)
+    (workdir / "run.json").write_text(json.dumps({k: v for k, v in run.items() if k != "records_build"}))
+    assert not train.inputs_changed(workdir, config)
+    config.loss.name = "l2"  # a changed config is never retrained over: another --workdir is wanted
     with pytest.raises(ValueError, match="loss.name"):
-        train.train_and_evaluate(config, workdir)
+        train.train_and_evaluate(config, workdir, retrain_if_inputs_changed=True)
+
+
+def test_clearing_a_run_removes_what_spinejax_main_wrote_and_follows_no_link(tmp_path):
+    workdir, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    (workdir / "checkpoints" / "100").mkdir(parents=True)
+    elsewhere.mkdir()
+    (elsewhere / "events.out").write_text("not spinejax's")
+    (workdir / "tensorboard").symlink_to(elsewhere, target_is_directory=True)
+    for name in ("summary.json", "run.json", "metrics.jsonl", "config.json", "notes.txt"):
+        (workdir / name).write_text("{}")
+    train.clear_run(workdir)
+    assert sorted(p.name for p in workdir.iterdir()) == ["config.json", "notes.txt"]
+    assert (elsewhere / "events.out").read_text() == "not spinejax's"
 
 
 def test_non_finite_loss_stops_the_run_and_keeps_only_finite_checkpoints(training_records, tmp_path):
