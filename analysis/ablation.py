@@ -21,6 +21,7 @@ it exists. Then writes RUN_DIR/ablation/:
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -56,24 +57,39 @@ def workdir_of(run_dir: Path, setting: str, seed: int = 0) -> Path:
     return run_dir / "ablation" / setting / f"seed{seed}"
 
 
-def trained_on_other_records(workdir: Path) -> bool:
-    """True when the finished run in `workdir` read other records than its config selects now."""
-    from spinejax import train  # imports jax: only when a finished setting is checked
+def stale_reason(workdir: Path, records_dir: str | Path, eligibility_csv: str | Path) -> str | None:
+    """Why the run in `workdir` is not a run of `records_dir` and `eligibility_csv` as they are now (it was
+    trained from other folders, or they changed since), or None when it is one or holds no run yet."""
+    from spinejax import train  # imports jax: only when a setting's run is checked
 
+    if not (workdir / "run.json").is_file() or not (workdir / "config.json").is_file():
+        return None
     config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
-    return train.inputs_changed(workdir, config)
+    # As spinejax.main keeps them in config.json: absolute, or '' for no eligibility table.
+    folders = tuple(os.path.abspath(path) if str(path) else "" for path in (records_dir, eligibility_csv))
+    if (config.data.records_dir, config.data.eligibility_csv) != folders:
+        return "it was trained from another records or eligibility folder"
+    if train.inputs_changed(workdir, config):
+        return "its records or eligibility changed since it was trained"
+    return None
 
 
 def run_setting(run_dir: Path, setting: str, config_file: str, argument: str, preset: str, seed: int) -> Path:
     """Trains, evaluates and analyses one setting with one seed (each step skipped when its output is newer)."""
     workdir = workdir_of(run_dir, setting, seed)
+    records_dir, eligibility_csv = run_dir / "records", run_dir / "eligibility" / "eligibility.csv"
+    reason = stale_reason(workdir, records_dir, eligibility_csv)
+    if reason:  # a model of other data: its outputs go (spinejax.main would refuse it) and it trains again
+        print(f"[{setting} seed {seed}] {reason}: training it again", flush=True)
+        from spinejax import train
+
+        train.clear_run(workdir)
     arg = ",".join(a for a in (argument, preset) if a)
     python = sys.executable
     steps = [
         ([python, "-m", "spinejax.main", f"--config={config_file}" + (f":{arg}" if arg else ""),
-          f"--workdir={workdir}", f"--config.data.records_dir={run_dir / 'records'}",
-          f"--config.data.eligibility_csv={run_dir / 'eligibility' / 'eligibility.csv'}", f"--config.seed={seed}",
-          "--retrain_if_inputs_changed"],
+          f"--workdir={workdir}", f"--config.data.records_dir={records_dir}",
+          f"--config.data.eligibility_csv={eligibility_csv}", f"--config.seed={seed}"],
          workdir / "summary.json", None),
         ([python, "-m", "spinejax.evaluate", f"--workdir={workdir}", "--splits=validation,test"],
          workdir / "predictions" / "metrics.json", workdir / "summary.json"),
@@ -82,11 +98,7 @@ def run_setting(run_dir: Path, setting: str, config_file: str, argument: str, pr
          workdir / "analysis" / "associations.csv", workdir / "predictions" / "metrics.json"),
     ]
     for command, output, after in steps:
-        fresh = output.is_file() and (after is None or output.stat().st_mtime >= after.stat().st_mtime)
-        if fresh and after is None and trained_on_other_records(workdir):
-            fresh = False  # summary.json of a model of the records as they were: spinejax.main trains it again
-            print(f"[{setting} seed {seed}] its records or eligibility changed since it was trained", flush=True)
-        if fresh:
+        if output.is_file() and (after is None or output.stat().st_mtime >= after.stat().st_mtime):
             continue
         start = time.perf_counter()
         print(f"[{setting} seed {seed}] {' '.join(command[2:4])} ...", flush=True)

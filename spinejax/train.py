@@ -5,10 +5,10 @@ config.data.records_dir, evaluates on the validation split every config.eval_eve
 checkpoints in WORKDIR/checkpoints. A workdir that already holds a checkpoint is resumed from it, with the
 input iterator where it was, unless the config or the records it reads changed: a changed config is refused;
 changed records (rebuilt, another eligibility.csv) are refused too, or, with retrain_if_inputs_changed (what
-./run.sh and the ablation pass), the run is cleared and trained again from step 0: a finished model of other
-records is stale. Written to WORKDIR (by process 0): config.json (the config as given), run.json (what the run
-resolved: plan hash, age head, data counts, fingerprints of the records it reads and of their build, steps,
-devices), metrics.jsonl, tensorboard/, and summary.json at the end.
+./run.sh passes; analysis.ablation clears such a run itself), the run is cleared and trained again from step 0:
+a finished model of other records is stale. Written to WORKDIR (by process 0): config.json (the config as
+given), run.json (what the run resolved: plan hash, age head, data counts, fingerprints of the records it reads
+and of their build, steps, devices), metrics.jsonl, tensorboard/, and summary.json at the end.
 """
 
 from __future__ import annotations

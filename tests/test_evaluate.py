@@ -222,12 +222,17 @@ def test_ablation_table_from_finished_settings(evaluated, tmp_path):
     (tmp_path / "ablation" / "loss_huber" / "seed1").symlink_to(odd, target_is_directory=True)
     with pytest.raises(ValueError, match=r"seeds 0 and 1 were trained with different settings \(batch_size\)"):
         ablation.summarise(tmp_path, "loss_huber", "loss", seeds=[0, 1])
-    # A finished setting is redone when the records or eligibility it was trained on changed since (records
-    # rebuilt, a row fixed): what its run.json recorded no longer matches what its config reads now.
-    assert not ablation.trained_on_other_records(workdir)
+    # A finished setting is redone when it was trained from other folders than the run's (a run folder moved)
+    # or its records or eligibility changed since (records rebuilt, a row fixed): what its run.json recorded no
+    # longer matches what its config reads now.
+    saved = json.loads((workdir / "config.json").read_text())["data"]
+    folders = saved["records_dir"], saved["eligibility_csv"]  # this run trained without an eligibility table
+    assert ablation.stale_reason(workdir, *folders) is None
+    assert ablation.stale_reason(tmp_path / "no run yet", *folders) is None
+    assert "another records or eligibility folder" in ablation.stale_reason(workdir, tmp_path / "records", folders[1])
     run = json.loads((odd / "run.json").read_text())
     (odd / "run.json").write_text(json.dumps({**run, "selection_sha256": "0" * 64}))
-    assert ablation.trained_on_other_records(odd)
+    assert "changed since" in ablation.stale_reason(odd, *folders)
     # A seed saved before model.pooling existed computed SFCN's mean: it agrees with one saved with 'mean', not
     # with one saved with another pooling.
     legacy = tmp_path / "legacy"
